@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine (as root): installs dependencies, checks the
+# include rules, builds with -Werror, runs every CTest test (unit + integration with real keyd,
+# real LMDB and real FUSE mounts), then the unit tests under ASan+UBSan and a bounded fuzzing run.
+#   scripts/test.sh            everything (what .ci/run calls)
+#   KMSFS_FUZZ_SECONDS=60 scripts/test.sh   longer fuzzing
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+fuzz_seconds=${KMSFS_FUZZ_SECONDS:-20}
+start=$SECONDS
+step() { echo; echo "=== $* ($((SECONDS - start))s)"; }
+
+step "dependencies"
+scripts/install-deps.sh
+
+step "include rules"
+scripts/check-deps.sh
+
+step "release build (-Werror)"
+KMSFS_WERROR=ON scripts/build.sh release >/dev/null
+
+step "ASan+UBSan build"
+KMSFS_WERROR=ON scripts/build.sh asan >/dev/null
+
+step "fuzz build (clang, libFuzzer)"
+scripts/build.sh fuzz >/dev/null
+
+step "fuzzing, ${fuzz_seconds}s per target"
+scripts/run-fuzzers.sh "$root/build-fuzz" "$fuzz_seconds"
+
+step "unit tests under ASan+UBSan"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan -L unit --output-on-failure -j "$(nproc)" --timeout 300
+
+step "all tests (release build)"
+ctest --test-dir build --output-on-failure --timeout 900
+echo "test.sh: all green in $((SECONDS - start))s"
