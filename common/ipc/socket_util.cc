@@ -23,6 +23,12 @@ Status WaitFd(int fd, short events, Deadline deadline, std::string_view what) {
   }
 }
 
+std::string ErrnoText(int err) {
+  char buf[128];
+  // The GNU strerror_r (C++ always has _GNU_SOURCE with glibc) returns the text, maybe not in buf.
+  return ::strerror_r(err, buf, sizeof buf);
+}
+
 Error SocketError(std::string_view call, int err) {
   switch (err) {
     case EPIPE:
@@ -30,7 +36,7 @@ Error SocketError(std::string_view call, int err) {
     case ENOTCONN:
     case ECONNABORTED:
       return Error(Code::kUnavailable,
-                   std::string(call) + ": peer is gone (" + std::strerror(err) + ")", err);
+                   std::string(call) + ": peer is gone (" + ErrnoText(err) + ")", err);
     default:
       return Error::FromErrno(call, err);
   }

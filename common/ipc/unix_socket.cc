@@ -44,7 +44,7 @@ Error Unreachable(const std::string& path, int err) {
                  "permission denied connecting to the key service at " + path, err);
   }
   return Error(Code::kUnavailable,
-               "key service unreachable at " + path + ": " + std::strerror(err), err);
+               "key service unreachable at " + path + ": " + internal::ErrnoText(err), err);
 }
 
 }  // namespace
@@ -148,7 +148,7 @@ Result<UniqueFd> UnixAccept(int listen_fd, Deadline deadline) {
       case ENOBUFS:
       case ENOMEM:
         return Error(Code::kUnavailable,
-                     std::string("accept: out of resources (") + std::strerror(err) + ")", err);
+                     "accept: out of resources (" + internal::ErrnoText(err) + ")", err);
       default:
         return Error::FromErrno("accept", err);
     }

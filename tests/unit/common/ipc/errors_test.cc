@@ -1,6 +1,7 @@
 #include "common/ipc/errors.h"
 
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -127,7 +128,12 @@ TEST_CASE("errno and exit code tables", "[ipc][errors]") {
 
 // docs/errors.md is the human copy of the tables above; this keeps the two from drifting.
 std::vector<std::vector<std::string>> DocRows() {
-  std::ifstream in(std::string(KMSFS_TESTDATA_DIR) + "/../../docs/errors.md");
+  // Lexically normalized: "testdata/.." must not depend on tests/testdata existing.
+  const auto path =
+      (std::filesystem::path(KMSFS_TESTDATA_DIR) / ".." / ".." / "docs" / "errors.md")
+          .lexically_normal();
+  INFO(path.string());
+  std::ifstream in(path);
   REQUIRE(in.good());
   std::vector<std::vector<std::string>> rows;
   std::string line;
