@@ -13,7 +13,9 @@
 namespace kmsfs::fs {
 
 // The process on whose behalf a key is requested (from fuse_req_ctx), and the file's path inside
-// the volume ("/dir/file"): keyd's policy decides on these and its audit trail records them.
+// the volume ("/dir/file", canonical as ipc::IsCanonicalVolumePath; "" when the key is not about
+// one file): keyd's policy decides on these and its audit trail records them. pid 0 means the
+// filesystem process itself (mount, `kmsfs init`): no one is acted for, keyd sees the peer.
 struct Requester {
   uid_t uid = 0;
   gid_t gid = 0;

@@ -1,7 +1,10 @@
 // Shared helpers for the fs unit tests: deterministic ids, keys and plaintext patterns.
 #pragma once
 
+#include <stdlib.h>
+
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -68,6 +71,28 @@ struct TestFile {
   crypto::SecretBytes dek;
   fakes::MemBackingFile mem;
   std::unique_ptr<FileContent> content;
+};
+
+// A fresh /tmp/kmsfs-fs-XXXXXX, removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/kmsfs-fs-XXXXXX";
+    const char* made = ::mkdtemp(tmpl);
+    KMSFS_CHECK(made != nullptr);
+    path_ = made;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
 };
 
 }  // namespace kmsfs::fs::testing
