@@ -79,6 +79,14 @@ class RateLimitedLog {
   uint64_t pending_ = 0;
 };
 
+// Bytes waiting to be read: a request that arrived since the last epoll round. Closing now would
+// discard it (the client would see a reset and could not tell whether it ran), so an "idle"
+// connection with input is not idle.
+bool HasInput(int fd) {
+  char b;
+  return ::recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 std::string Framed(std::string_view payload) {
   std::string out(ipc::kFrameHeaderLen + payload.size(), '\0');
   PutU32(reinterpret_cast<uint8_t*>(out.data()), static_cast<uint32_t>(payload.size()));
@@ -712,7 +720,7 @@ void Server::Impl::Sweep(Clock::time_point now) {
       if (c.in_frame && now - c.frame_start > options_.frame_timeout) {
         expired.emplace_back(id, "did not finish a frame within the frame timeout");
       } else if (!c.in_frame && c.decoder.pending() == 0 &&
-                 now - c.last_activity > options_.idle_timeout) {
+                 now - c.last_activity > options_.idle_timeout && !HasInput(c.fd.get())) {
         expired.emplace_back(id, nullptr);  // idle: normal, debug only
       }
     } else if (c.state == Connection::State::kWriting && now > c.write_deadline) {
