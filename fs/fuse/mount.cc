@@ -1,0 +1,200 @@
+#include "fs/fuse/mount.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "common/log/log.h"
+#include "fs/fuse/filesystem.h"
+#include "fs/fuse/sys_util.h"
+
+namespace kmsfs::fs {
+namespace {
+
+Filesystem* Fs(fuse_req_t req) { return static_cast<Filesystem*>(fuse_req_userdata(req)); }
+
+// The ops table: thin trampolines into Filesystem, which replies. Locks (getlk/setlk/flock)
+// are not implemented, so the kernel handles them locally; copy_file_range is not either, and
+// the kernel falls back to read/write.
+const fuse_lowlevel_ops kOps = [] {
+  fuse_lowlevel_ops ops{};
+  ops.init = [](void* userdata, fuse_conn_info* conn) {
+    static_cast<Filesystem*>(userdata)->Init(conn);
+  };
+  ops.lookup = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+    Fs(req)->Lookup(req, parent, name);
+  };
+  ops.forget = [](fuse_req_t req, fuse_ino_t ino, uint64_t n) { Fs(req)->Forget(req, ino, n); };
+  ops.forget_multi = [](fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+    Fs(req)->ForgetMulti(req, count, forgets);
+  };
+  ops.getattr = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Fs(req)->GetAttr(req, ino, fi);
+  };
+  ops.setattr = [](fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid,
+                   fuse_file_info* fi) { Fs(req)->SetAttr(req, ino, attr, valid, fi); };
+  ops.readlink = [](fuse_req_t req, fuse_ino_t ino) { Fs(req)->ReadLink(req, ino); };
+  ops.mknod = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+    Fs(req)->MkNod(req, parent, name, mode, rdev);
+  };
+  ops.mkdir = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+    Fs(req)->MkDir(req, parent, name, mode);
+  };
+  ops.unlink = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+    Fs(req)->Unlink(req, parent, name);
+  };
+  ops.rmdir = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+    Fs(req)->RmDir(req, parent, name);
+  };
+  ops.symlink = [](fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+    Fs(req)->Symlink(req, link, parent, name);
+  };
+  ops.rename = [](fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+                  const char* newname, unsigned int flags) {
+    Fs(req)->Rename(req, parent, name, newparent, newname, flags);
+  };
+  ops.link = [](fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+    Fs(req)->Link(req, ino, newparent, newname);
+  };
+  ops.open = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Fs(req)->Open(req, ino, fi);
+  };
+  ops.read = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+    Fs(req)->Read(req, ino, size, off, fi);
+  };
+  ops.write = [](fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+                 fuse_file_info* fi) { Fs(req)->Write(req, ino, buf, size, off, fi); };
+  ops.flush = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Fs(req)->Flush(req, ino, fi);
+  };
+  ops.release = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Fs(req)->Release(req, ino, fi);
+  };
+  ops.fsync = [](fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+    Fs(req)->FSync(req, ino, datasync, fi);
+  };
+  ops.opendir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Fs(req)->OpenDir(req, ino, fi);
+  };
+  ops.readdir = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+    Fs(req)->ReadDir(req, ino, size, off, fi, /*plus=*/false);
+  };
+  ops.readdirplus = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       fuse_file_info* fi) {
+    Fs(req)->ReadDir(req, ino, size, off, fi, /*plus=*/true);
+  };
+  ops.releasedir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Fs(req)->ReleaseDir(req, ino, fi);
+  };
+  ops.fsyncdir = [](fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+    Fs(req)->FSyncDir(req, ino, datasync, fi);
+  };
+  ops.statfs = [](fuse_req_t req, fuse_ino_t ino) { Fs(req)->StatFs(req, ino); };
+  ops.setxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                    size_t size, int flags) {
+    Fs(req)->SetXattr(req, ino, name, value, size, flags);
+  };
+  ops.getxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+    Fs(req)->GetXattr(req, ino, name, size);
+  };
+  ops.listxattr = [](fuse_req_t req, fuse_ino_t ino, size_t size) {
+    Fs(req)->ListXattr(req, ino, size);
+  };
+  ops.removexattr = [](fuse_req_t req, fuse_ino_t ino, const char* name) {
+    Fs(req)->RemoveXattr(req, ino, name);
+  };
+  ops.create = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                  fuse_file_info* fi) { Fs(req)->Create(req, parent, name, mode, fi); };
+  ops.fallocate = [](fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                     fuse_file_info* fi) {
+    Fs(req)->FAllocate(req, ino, mode, offset, length, fi);
+  };
+  return ops;
+}();
+
+// libfuse's -o parser splits at ',' and treats '\' as an escape.
+std::string EscapeOption(std::string_view value) {
+  std::string out;
+  for (char c : value) {
+    if (c == ',' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace
+
+struct FuseMount::Impl {
+  ~Impl() {
+    if (session != nullptr) {
+      if (signals_installed) fuse_remove_signal_handlers(session);
+      if (mounted) fuse_session_unmount(session);
+      fuse_session_destroy(session);
+    }
+  }
+  std::unique_ptr<Filesystem> fs;
+  fuse_session* session = nullptr;
+  bool mounted = false;
+  bool signals_installed = false;
+  FuseMountOptions options;
+};
+
+FuseMount::FuseMount(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+FuseMount::~FuseMount() = default;
+
+Result<std::unique_ptr<FuseMount>> FuseMount::Mount(Volume* volume, DataKeySource* keys,
+                                                    const FuseMountOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  UniqueFd root(::open(options.cipherdir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return SysError("open cipher directory", errno);
+  FilesystemOptions fs_options;
+  fs_options.timeout = options.timeout;
+  KMSFS_ASSIGN_OR_RETURN(impl->fs, Filesystem::Create(std::move(root), volume, keys, fs_options));
+
+  std::string opts = "default_permissions,subtype=kmsfs,fsname=" + EscapeOption(options.cipherdir) +
+                     ",max_read=1048576";
+  for (const auto& o : options.fuse_options) {
+    opts += ',';
+    opts += o;  // already split by the caller; commas inside values arrive escaped
+  }
+  std::vector<std::string> argv_store = {"kmsfs", "-o", opts};
+  if (options.debug) argv_store.push_back("-d");
+  std::vector<char*> argv;
+  for (auto& a : argv_store) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  impl->session = fuse_session_new(&args, &kOps, sizeof(kOps), impl->fs.get());
+  if (impl->session == nullptr) {
+    return Error(Code::kInvalidArgument, "libfuse rejected the mount options (see above)");
+  }
+  if (fuse_session_mount(impl->session, options.mountpoint.c_str()) != 0) {
+    return Error(Code::kIo, "mounting on the mount point failed (see above)", EIO);
+  }
+  impl->mounted = true;
+  if (fuse_set_signal_handlers(impl->session) != 0) {
+    return Error(Code::kInternal, "cannot install signal handlers");
+  }
+  impl->signals_installed = true;
+  return std::unique_ptr<FuseMount>(new FuseMount(std::move(impl)));
+}
+
+Status FuseMount::Serve() {
+  fuse_loop_config* config = fuse_loop_cfg_create();
+  if (config == nullptr) return Error(Code::kInternal, "fuse_loop_cfg_create failed");
+  fuse_loop_cfg_set_clone_fd(config, 0);
+  fuse_loop_cfg_set_max_threads(config, impl_->options.max_threads);
+  const int rc = fuse_session_loop_mt(impl_->session, config);
+  fuse_loop_cfg_destroy(config);
+  fuse_remove_signal_handlers(impl_->session);
+  impl_->signals_installed = false;
+  // After a signal the mount is still there: take it down now (a no-op after fusermount3 -u).
+  fuse_session_unmount(impl_->session);
+  impl_->mounted = false;
+  // rc > 0 is the signal number that ended the loop: a requested, clean stop.
+  if (rc < 0) return Error(Code::kIo, "the FUSE session loop failed", -rc);
+  return Status::Ok();
+}
+
+}  // namespace kmsfs::fs

@@ -1,0 +1,369 @@
+// kmsfs / mount.kmsfs: the filesystem's composition root — command line, keyd client, volume,
+// mount, daemonizing and systemd readiness.
+//
+//   kmsfs init --key-id KEY [--socket S] CIPHERDIR
+//   kmsfs info CIPHERDIR
+//   kmsfs mount [-f] [-d] [-o OPTS]... [--socket S] CIPHERDIR MOUNTPOINT
+//   mount.kmsfs CIPHERDIR MOUNTPOINT [-o OPTS] [-n] [-s] [-v] [-f = fake]   (mount(8) helper)
+//   kmsfs CIPHERDIR MOUNTPOINT -o OPTS                (what mount.fuse3 runs for fuse.kmsfs)
+//
+// Exit codes: 0 success; 2 usage; otherwise the kmsctl table of docs/errors.md for the error
+// that stopped us (3 not found, 4 access denied, 5 key unavailable, 6 corrupt, 7 keyd down,
+// 1 anything else).
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/base/bytes.h"
+#include "common/base/status.h"
+#include "common/base/unique_fd.h"
+#include "common/crypto/secret.h"
+#include "common/ipc/errors.h"
+#include "common/ipc/keyd_client.h"
+#include "common/ipc/unix_socket.h"
+#include "common/log/log.h"
+#include "fs/core/volume.h"
+#include "fs/fuse/mount.h"
+#include "fs/fuse/mount_options.h"
+#include "fs/keysource/keyd_data_key_source.h"
+
+namespace kmsfs {
+namespace {
+
+constexpr int kExitUsage = 2;
+
+int Fail(std::string_view what, const Error& e) {
+  std::cerr << "kmsfs: " << what << ": " << e.message() << "\n";
+  return ipc::ExitCodeForCode(e.code());
+}
+
+// The filesystem acting for itself (mount, init): pid 0 tells the key source that nobody is
+// acted for, so keyd decides on our own SO_PEERCRED identity — the invoking user.
+fs::Requester Self() {
+  fs::Requester who;
+  who.uid = ::getuid();
+  who.gid = ::getgid();
+  who.pid = 0;
+  return who;
+}
+
+struct KeydConfig {
+  std::string socket_flag;  // --socket, or socket= from -o
+  std::optional<std::chrono::milliseconds> timeout;
+  std::optional<uid_t> keyd_uid;
+};
+
+Result<std::unique_ptr<ipc::KeydClient>> MakeClient(const KeydConfig& c) {
+  KMSFS_ASSIGN_OR_RETURN(std::string socket, ipc::ResolveSocketPath(c.socket_flag));
+  ipc::KeydClientOptions options;
+  // We receive plaintext DEKs over this socket: only a keyd running as the expected user may
+  // hand them out (root by default, keyd_uid= otherwise), never an impostor at the path.
+  options.expected_server_uid = c.keyd_uid.value_or(0);
+  if (c.timeout) {
+    // Every key request (each open) fails after this long when keyd hangs: never a hang.
+    options.call_timeout = *c.timeout;
+    options.connect_timeout = std::min(options.connect_timeout, *c.timeout);
+  }
+  return std::make_unique<ipc::KeydClient>(std::move(socket), options);
+}
+
+Result<std::string> RealPath(const std::string& path, const char* what) {
+  char* resolved = ::realpath(path.c_str(), nullptr);
+  if (resolved == nullptr) return Error::FromErrno(std::string(what) + " " + path, errno);
+  std::string out(resolved);
+  ::free(resolved);
+  return out;
+}
+
+int RunInit(const std::string& key_id, const KeydConfig& keyd, const std::string& cipherdir) {
+  auto client = MakeClient(keyd);
+  if (!client.ok()) return Fail("init", client.error());
+  fs::KeydDataKeySource keys(client->get());
+  auto volume = fs::Volume::Create(cipherdir, key_id, &keys, Self());
+  if (!volume.ok()) return Fail("init " + cipherdir, volume.error());
+  std::cout << HexEncode((*volume)->id()) << "\n";
+  return 0;
+}
+
+int RunInfo(const std::string& cipherdir) {
+  auto config = fs::Volume::ReadConfigUnverified(cipherdir);
+  if (!config.ok()) return Fail("info " + cipherdir, config.error());
+  std::string features;
+  for (const auto& f : config->features) features += (features.empty() ? "" : " ") + f;
+  std::cout << "Format:    " << config->format << "\n"
+            << "VolumeId:  " << HexEncode(config->volume_id) << "\n"
+            << "KeyId:     " << config->key_id << "\n"
+            << "BlockSize: " << config->block_size << "\n"
+            << "Features:  " << features << "\n"
+            << "CreatedAt: " << config->created_at << "\n"
+            // Honest about what this is: checking the MAC needs the name key, i.e. keyd.
+            << "Verified:  no (read without keys; `kmsfs mount` verifies the config's MAC)\n";
+  return 0;
+}
+
+struct MountRequest {
+  std::string cipherdir;
+  std::string mountpoint;
+  std::vector<std::string> o_values;
+  std::string socket_flag;
+  std::string log_level = "info";
+  bool foreground = false;
+  bool debug = false;
+};
+
+// Daemonizing reports the outcome of the mount to the invoking process: the parent waits on a
+// pipe for "OK" or an error line and exits 0 or 1 accordingly, so `kmsfs mount` (and mount(8),
+// and fstab) see a failed mount as a failure, not as a daemon that dies later. We fork BEFORE
+// opening the volume: mlock is not inherited across fork, so no key may exist yet.
+class Daemonizer {
+ public:
+  // Returns in the child (or when not daemonizing); the parent never returns.
+  void Fork() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      std::perror("kmsfs: pipe");
+      std::exit(1);
+    }
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      std::perror("kmsfs: fork");
+      std::exit(1);
+    }
+    if (pid > 0) {
+      ::close(fds[1]);
+      std::string msg;
+      char buf[512];
+      ssize_t n;
+      while ((n = ::read(fds[0], buf, sizeof(buf))) != 0) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) break;
+        msg.append(buf, static_cast<size_t>(n));
+      }
+      if (msg == "OK\n") std::_Exit(0);
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+      if (msg.empty()) std::cerr << "kmsfs: the mount process exited before mounting\n";
+      std::_Exit(WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1);
+    }
+    ::close(fds[0]);
+    report_fd_.Reset(fds[1]);
+    ::setsid();
+  }
+  // In the child once mounted: tell the parent, let go of the terminal.
+  void Detach() {
+    if (!report_fd_) return;
+    (void)!::chdir("/");
+    const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null_fd >= 0) {
+      ::dup2(null_fd, 0);
+      ::dup2(null_fd, 1);
+      ::dup2(null_fd, 2);
+      if (null_fd > 2) ::close(null_fd);
+    }
+    (void)!::write(report_fd_.get(), "OK\n", 3);
+    report_fd_.Reset();
+  }
+  bool active() const { return report_fd_.valid(); }
+
+ private:
+  UniqueFd report_fd_;
+};
+
+int RunMount(const MountRequest& req) {
+  auto split = fs::SplitMountOptions(req.o_values);
+  if (!split.ok()) {
+    std::cerr << "kmsfs: " << split.error().message() << "\n";
+    return kExitUsage;
+  }
+  KeydConfig keyd;
+  keyd.socket_flag = !req.socket_flag.empty() ? req.socket_flag : split->socket.value_or("");
+  keyd.timeout = split->key_timeout;
+  keyd.keyd_uid = split->keyd_uid;
+  auto cipherdir = RealPath(req.cipherdir, "cipher directory");
+  if (!cipherdir.ok()) return Fail("mount", cipherdir.error());
+  auto mountpoint = RealPath(req.mountpoint, "mount point");
+  if (!mountpoint.ok()) return Fail("mount", mountpoint.error());
+
+  spdlog::level::level_enum level = spdlog::level::info;
+  if (!log::ParseLevel(req.log_level, &level)) {
+    std::cerr << "kmsfs: unknown log level " << req.log_level << "\n";
+    return kExitUsage;
+  }
+  if (req.debug || split->debug) level = spdlog::level::debug;
+
+  Daemonizer daemon;
+  if (!req.foreground) daemon.Fork();
+  log::Options log_options;
+  // A daemon has no terminal: its log goes to the journal.
+  log_options.sink = daemon.active() ? log::Sink::kJournal : log::DetectSink();
+  log_options.level = level;
+  log_options.program = "kmsfs";
+  log::Init(log_options);
+  auto logger = log::Get("kmsfs");
+
+  auto client = MakeClient(keyd);
+  if (!client.ok()) return Fail("mount", client.error());
+  fs::KeydDataKeySource keys(client->get());
+  // The volume is opened through keyd as the invoking user: no name key, no mount.
+  auto volume = fs::Volume::Open(*cipherdir, &keys, Self());
+  if (!volume.ok()) return Fail("open volume " + *cipherdir, volume.error());
+
+  fs::FuseMountOptions options;
+  options.cipherdir = *cipherdir;
+  options.mountpoint = *mountpoint;
+  options.fuse_options = split->fuse;
+  options.debug = req.debug || split->debug;
+  auto mount = fs::FuseMount::Mount(volume->get(), &keys, options);
+  if (!mount.ok()) return Fail("mount " + *mountpoint, mount.error());
+
+  logger->info("mounted volume {} on {}", HexEncode((*volume)->id()), *mountpoint);
+  daemon.Detach();
+  // Readiness through the production path (tests wait for it): only once the mount is live.
+  sd_notifyf(0, "READY=1\nSTATUS=serving volume %s\nMAINPID=%lu",
+             HexEncode((*volume)->id()).c_str(), static_cast<unsigned long>(::getpid()));
+  Status served = (*mount)->Serve();
+  sd_notify(0, "STOPPING=1");
+  mount->reset();  // unmount (if still mounted) before the volume and the keys go
+  if (!served.ok()) {
+    logger->error("session ended with an error: {}", served.error().ToString());
+    return 1;
+  }
+  logger->info("unmounted {}", *mountpoint);
+  return 0;
+}
+
+// mount(8) helper syntax: SOURCE TARGET [-sfnv] [-N ns] [-o opts] [-t type]. Also what
+// mount.fuse3 runs for type fuse.kmsfs ("kmsfs SOURCE TARGET -o opts").
+int RunHelper(int argc, char** argv) {
+  MountRequest req;
+  std::vector<std::string> positional;
+  bool fake = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-o" && i + 1 < argc) {
+      req.o_values.push_back(argv[++i]);
+    } else if (a.starts_with("-o") && a.size() > 2) {
+      req.o_values.push_back(a.substr(2));
+    } else if ((a == "-t" || a == "-N") && i + 1 < argc) {
+      ++i;  // the type is ours by definition; namespaces are not supported and ignored
+    } else if (a == "-f") {
+      fake = true;  // mount(8)'s "fake": do everything but the mount
+    } else if (a == "-n" || a == "-s" || a == "-v") {
+      // no mtab (there is none), sloppy, verbose: nothing to do
+    } else if (a == "-h" || a == "--help") {
+      std::cout << "usage: mount.kmsfs CIPHERDIR MOUNTPOINT [-o socket=PATH,key_timeout=S,"
+                   "allow_other,...]\n"
+                   "fstab: CIPHERDIR MOUNTPOINT fuse.kmsfs defaults,allow_other,"
+                   "socket=/run/kmsfs/keyd.sock 0 0\n";
+      return 0;
+    } else if (a.starts_with("-")) {
+      std::cerr << "mount.kmsfs: unknown option " << a << "\n";
+      return kExitUsage;
+    } else {
+      positional.push_back(a);
+    }
+  }
+  if (positional.size() != 2) {
+    std::cerr << "usage: mount.kmsfs CIPHERDIR MOUNTPOINT [-o OPTIONS]\n";
+    return kExitUsage;
+  }
+  if (fake) return 0;
+  req.cipherdir = positional[0];
+  req.mountpoint = positional[1];
+  return RunMount(req);
+}
+
+int RunCli(int argc, char** argv) {
+  CLI::App app{"kmsfs: a transparent encrypting file system whose keys live in kmsfs-keyd"};
+  app.require_subcommand(1);
+  app.footer(
+      "Exit codes: 0 ok, 2 usage, 3 not found, 4 access denied, 5 key unavailable, 6 corrupt, "
+      "7 key service unavailable, 1 other errors (docs/errors.md).");
+
+  std::string socket_flag;
+  auto add_socket = [&socket_flag](CLI::App* sub) {
+    sub->add_option("--socket", socket_flag,
+                    "kmsfs-keyd's socket (default $KMSFS_SOCKET or /run/kmsfs/keyd.sock)");
+  };
+
+  std::string key_id, init_dir;
+  auto* init = app.add_subcommand("init", "Create a volume in an empty CIPHERDIR");
+  init->add_option("--key-id", key_id, "master key id or alias/NAME for the volume")->required();
+  add_socket(init);
+  init->add_option("CIPHERDIR", init_dir)->required();
+
+  std::string info_dir;
+  auto* info = app.add_subcommand(
+      "info", "Show a volume's config (read without keys, so unauthenticated)");
+  info->add_option("CIPHERDIR", info_dir)->required();
+
+  MountRequest req;
+  auto* mount = app.add_subcommand("mount", "Mount CIPHERDIR on MOUNTPOINT");
+  mount->add_flag("-f,--foreground", req.foreground, "stay in the foreground (systemd, tests)");
+  mount->add_flag("-d,--debug", req.debug, "trace FUSE requests (implies --log-level debug)");
+  mount->add_option("-o", req.o_values,
+                    "mount options: allow_other, ro, socket=PATH, key_timeout=SECONDS, "
+                    "keyd_uid=UID, ... (repeatable)");
+  mount->add_option("--log-level", req.log_level, "trace|debug|info|warn|error|off");
+  add_socket(mount);
+  mount->add_option("CIPHERDIR", req.cipherdir)->required();
+  mount->add_option("MOUNTPOINT", req.mountpoint)->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : kExitUsage;
+  }
+  KeydConfig keyd;
+  keyd.socket_flag = socket_flag;
+  if (*init) return RunInit(key_id, keyd, init_dir);
+  if (*info) return RunInfo(info_dir);
+  req.socket_flag = socket_flag;
+  return RunMount(req);
+}
+
+bool IsSubcommand(const char* a) {
+  return std::strcmp(a, "init") == 0 || std::strcmp(a, "info") == 0 ||
+         std::strcmp(a, "mount") == 0;
+}
+
+}  // namespace
+}  // namespace kmsfs
+
+int main(int argc, char** argv) {
+  // Before anything else, and before any key exists: not dumpable, no core files.
+  kmsfs::Status hardened = kmsfs::crypto::HardenProcess();
+  if (!hardened.ok()) {
+    std::cerr << "kmsfs: cannot harden the process: " << hardened.error().message() << "\n";
+    return 1;
+  }
+  try {
+    std::string name = argc > 0 ? argv[0] : "kmsfs";
+    name = name.substr(name.find_last_of('/') + 1);
+    // mount.kmsfs (mount -t kmsfs), and "kmsfs SOURCE TARGET -o ..." from mount.fuse3
+    // (mount -t fuse.kmsfs and fstab): the mount(8) helper syntax.
+    if (name.starts_with("mount.") ||
+        (argc >= 3 && argv[1][0] != '-' && !kmsfs::IsSubcommand(argv[1]))) {
+      return kmsfs::RunHelper(argc, argv);
+    }
+    return kmsfs::RunCli(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "kmsfs: " << e.what() << "\n";
+    return 1;
+  }
+}
