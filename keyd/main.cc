@@ -126,6 +126,8 @@ int Main(int argc, char** argv) {
   CLI::App app{"kmsfs-keyd: the kmsfs key service (runs in the foreground)", "kmsfs-keyd"};
   app.footer(Footer());
   app.set_version_flag("--version", kVersion);
+  // A repeated option overrides the earlier one (wrappers append to a unit's command line).
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--state-dir", f.state_dir, "keyd's LMDB state directory")
       ->capture_default_str();
   app.add_option("--socket", f.socket,
@@ -135,7 +137,8 @@ int Main(int argc, char** argv) {
   app.add_option("--passphrase-fd", f.passphrase_fd, "read a root key passphrase from this fd")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--trusted-uid", f.trusted_uids,
-                 "uid besides 0 whose OnBehalfOf (forwarded caller) is honoured; repeatable");
+                 "uid besides 0 whose OnBehalfOf (forwarded caller) is honoured; repeatable")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error|off")
       ->capture_default_str();
   app.add_option("--min-pending-window-days", f.min_pending_window_days,
