@@ -196,6 +196,8 @@ class Server::Impl {
   std::unordered_map<uid_t, size_t> per_uid_;
   uint64_t next_id_ = kFirstConnectionId;
   size_t in_flight_ = 0;     // requests handed to workers whose completion has not come back
+  Clock::time_point last_completion_ = Clock::now();  // for the watchdog's progress check
+  bool reported_wedged_ = false;
   size_t partial_total_ = 0; // sum of Connection::partial_bytes
   bool accepting_ = true;
   bool accept_paused_ = false;
@@ -291,7 +293,18 @@ Status Server::Impl::Run() {
       next_sweep = now + kSweepPeriod;
     }
     if (watchdog.count() > 0 && now >= next_watchdog) {
-      NotifyWatchdog();
+      // The ping vouches for the workers too: requests waiting while none has completed for a
+      // whole WatchdogSec means the pool is wedged (a hung store), and systemd should restart us.
+      const bool wedged = in_flight_ > 0 && now - last_completion_ > 2 * watchdog;
+      if (!wedged) {
+        NotifyWatchdog();
+      } else if (!reported_wedged_) {
+        reported_wedged_ = true;
+        Log()->error("no request has completed for {} ms with {} in flight: withholding the "
+                     "watchdog ping",
+                     std::chrono::duration_cast<milliseconds>(now - last_completion_).count(),
+                     in_flight_);
+      }
       next_watchdog = now + watchdog;
     }
     if (scheduler_on && !stopping_ && now >= next_scheduler) {
@@ -541,6 +554,7 @@ void Server::Impl::Dispatch(Connection& c) {
   }
   c.state = Connection::State::kBusy;
   SetInterest(c, 0);  // in order, one at a time: read nothing more until this one is answered
+  if (in_flight_ == 0) last_completion_ = Clock::now();  // progress is measured from here
   ++in_flight_;
   const uint64_t id = c.id;
   Principal peer = c.peer;
@@ -652,6 +666,10 @@ void Server::Impl::OnWake() {
     ready.swap(completions_);
   }
   const auto now = Clock::now();
+  if (!ready.empty()) {
+    last_completion_ = now;
+    reported_wedged_ = false;
+  }
   for (Completion& done : ready) {
     --in_flight_;
     auto it = conns_.find(done.connection_id);

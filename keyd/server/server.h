@@ -58,10 +58,13 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Serves until SIGTERM/SIGINT or Stop(). Sends READY=1 when the loop starts, WATCHDOG=1 at half
-  // the unit's WatchdogSec=, and STOPPING=1 on the way out. Graceful stop: stop accepting (the
-  // caller then closes the socket), close idle connections, let in-flight requests finish and
-  // their answers go out (up to shutdown_grace), join the workers. Returns OK after a requested
-  // stop; an error only if the loop itself failed. Call once, from one thread.
+  // the unit's WatchdogSec= (withheld when requests are waiting and none has completed for a
+  // whole WatchdogSec: a wedged worker pool gets keyd restarted), and STOPPING=1 on the way out.
+  // Graceful stop: stop accepting (the caller then closes the socket), close idle connections,
+  // let in-flight requests finish and their answers go out (up to shutdown_grace), join the
+  // workers — which waits for a handler call that never returns; systemd's TimeoutStopSec= is the
+  // backstop. Returns OK after a requested stop; an error only if the loop itself failed. Call
+  // once, from one thread.
   Status Run();
   // Asks Run() to stop as on SIGTERM. Thread-safe and async-signal-safe.
   void Stop();

@@ -2,11 +2,15 @@
 // failures reach the client, graceful stop with a request in flight, and the scheduler hook.
 #include "keyd/server/server.h"
 
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <condition_variable>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -66,10 +70,13 @@ class RecordingHandler final : public KmsHandler {
 // A Server on a private socket, run on its own thread.
 class Fixture {
  public:
-  explicit Fixture(ServerOptions options = {}) {
-    ::unsetenv("NOTIFY_SOCKET");
-    ::unsetenv("WATCHDOG_USEC");
+  // `notify_socket`: where sd_notify goes ("" = nowhere); `watchdog_usec`: WatchdogSec= to fake.
+  explicit Fixture(ServerOptions options = {}, const std::string& notify_socket = "",
+                   const std::string& watchdog_usec = "") {
     ::unsetenv("LISTEN_FDS");
+    SetOrUnset("NOTIFY_SOCKET", notify_socket);
+    SetOrUnset("WATCHDOG_USEC", watchdog_usec);
+    ::unsetenv("WATCHDOG_PID");
     REQUIRE(Server::BlockStopSignals().ok());
     char tmpl[] = "/tmp/kmsfs-srv-XXXXXX";
     REQUIRE(::mkdtemp(tmpl) != nullptr);
@@ -100,6 +107,14 @@ class Fixture {
   RecordingHandler& handler() { return handler_; }
 
  private:
+  static void SetOrUnset(const char* name, const std::string& value) {
+    if (value.empty()) {
+      ::unsetenv(name);
+    } else {
+      ::setenv(name, value.c_str(), 1);
+    }
+  }
+
   std::string dir_;
   RecordingHandler handler_;
   ListenSocket listener_;
@@ -222,6 +237,52 @@ TEST_CASE("Server: the scheduler hook runs periodically, one at a time", "[serve
   Fixture f(options);
   std::unique_lock lock(mu);
   CHECK(cv.wait_for(lock, std::chrono::seconds(10), [&] { return runs >= 3; }));
+}
+
+// Counts WATCHDOG=1 datagrams arriving on a test-owned NOTIFY_SOCKET within `window`.
+int CountWatchdogPings(int fd, milliseconds window) {
+  int pings = 0;
+  const auto end = std::chrono::steady_clock::now() + window;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<milliseconds>(end - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return pings;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    char buf[512];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0 && std::string(buf, static_cast<size_t>(n)).find("WATCHDOG=1") != std::string::npos) {
+      ++pings;
+    }
+  }
+}
+
+TEST_CASE("Server: the watchdog is withheld while the workers make no progress", "[server]") {
+  char tmpl[] = "/tmp/kmsfs-srv-wd-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const std::string notify_path = std::string(tmpl) + "/notify.sock";
+  UniqueFd notify(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, notify_path.c_str(), notify_path.size() + 1);
+  REQUIRE(::bind(notify.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  {
+    Fixture f(ServerOptions{}, notify_path, "100000");  // WatchdogSec=100ms: ping every 50ms
+    CHECK(CountWatchdogPings(notify.get(), milliseconds(300)) >= 2);  // healthy
+    std::thread client_thread([&] {
+      ipc::KeydClient client(f.socket_path());
+      (void)client.Exchange(ipc::Op::kListKeys, nlohmann::json::object());  // hangs in the handler
+    });
+    REQUIRE(f.handler().WaitInFlight());
+    (void)CountWatchdogPings(notify.get(), milliseconds(250));  // let a whole WatchdogSec pass
+    CHECK(CountWatchdogPings(notify.get(), milliseconds(300)) == 0);  // wedged: no pings
+    f.handler().Release();
+    client_thread.join();
+    CHECK(CountWatchdogPings(notify.get(), milliseconds(300)) >= 2);  // progress again
+  }
+  ::unsetenv("NOTIFY_SOCKET");
+  ::unsetenv("WATCHDOG_USEC");
+  ::unlink(notify_path.c_str());
+  ::rmdir(tmpl);
 }
 
 }  // namespace
