@@ -1,5 +1,6 @@
 // kmsctl against a real keyd: global options, output formats, exit codes and error lines
 // (docs/errors.md), and — once keyd/service implements them — the KMS operations end to end.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -157,6 +158,16 @@ TEST_CASE("kmsctl: keys, aliases and envelope encryption end to end", "[kmsctl][
   CHECK(StartsWith(disabled.err, "kmsctl: DisabledException: "));
   REQUIRE(box.Ctl({"enable-key", "--key-id", key_id}).exit_code == 0);
   CHECK(box.Ctl({"generate-data-key-without-plaintext", "--key-id", key_id}).exit_code == 0);
+
+  // backup FILE: keyd writes a consistent copy itself (0600), never over an existing file.
+  auto backup = box.Ctl({"backup", box.Path("backup.mdb")});
+  INFO(backup.err);
+  CHECK(backup.exit_code == 0);
+  struct stat st {};
+  REQUIRE(::stat(box.Path("backup.mdb").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0600);
+  CHECK(st.st_size > 0);
+  CHECK(box.Ctl({"backup", box.Path("backup.mdb")}).exit_code == 8);
 
   CHECK(keyd->Stop() == 0);
   CheckLog(keyd->Log(), {}, secrets);
