@@ -5,6 +5,9 @@
 #   bench/crypto.sh [path/to/crypto_bench]     (default: build/bench/crypto_bench)
 #   CRYPTO_BENCH_ROUNDS=N (default 3): each figure is the best of N interleaved runs, so a burst of
 #   load from elsewhere on the machine penalises neither side alone.
+# On a machine busy with other work, run it as root under `chrt -f 10 bench/crypto.sh` (about
+# 45-70 s of one core at real-time priority) so the wall-clock figures measure the code, not the
+# scheduler; the "cpu" rows below are the cross-check.
 #
 # References printed:
 #  * `openssl speed -elapsed -seconds 3 -bytes 4096 -evp aes-256-gcm` (and `-decrypt`): the goal's
