@@ -158,6 +158,11 @@ TEST_CASE("a root-run allow_other mount serves several users", "[fs][keyd][users
   CHECK(as(1000, "echo shared > " + v.P("pub/s") + " && chmod 0644 " + v.P("pub/s")).exit_code ==
         0);
   CHECK(as(1001, "cat " + v.P("pub/s")).out == "shared\n");
+  // keyd decides on where a file is now: moved into /alice, it is out of 1001's reach.
+  REQUIRE(::rename(v.P("pub/s").c_str(), v.P("alice/moved").c_str()) == 0);
+  CHECK(as(1001, "cat " + v.P("alice/moved")).exit_code != 0);
+  REQUIRE(::rename(v.P("alice/moved").c_str(), v.P("pub/back").c_str()) == 0);
+  CHECK(as(1001, "cat " + v.P("pub/back")).out == "shared\n");
 
   // setgid directories hand down their group.
   REQUIRE(::mkdir(v.P("team").c_str(), 0777) == 0);

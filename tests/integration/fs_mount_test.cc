@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -150,6 +151,97 @@ TEST_CASE("unmount is clean: fusermount3 -u and SIGTERM both end kmsfs with 0", 
   Mount again(v.box, v.cipherdir, v.mountpoint);
   CHECK(ReadFile(again.Path("a")) == "a");
   CHECK(again.Unmount());
+}
+
+// The one non-reserved entry of a backing directory (tests that hold a single file).
+std::string OnlyBackingEntry(const std::string& dir) {
+  std::string found;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (n.starts_with("kmsfs.")) continue;
+    REQUIRE(found.empty());
+    found = e.path().string();
+  }
+  REQUIRE_FALSE(found.empty());
+  return found;
+}
+
+size_t CountLines(const std::string& log, const std::string& needle) {
+  size_t n = 0;
+  std::istringstream lines(log);
+  std::string line;
+  while (std::getline(lines, line)) n += line.find(needle) != std::string::npos;
+  return n;
+}
+
+TEST_CASE("tampering is EIO with one warn line naming the inode and block, never a name",
+          "[fs][mount][tamper]") {
+  MountedVolume v;
+  const std::string name = "tamper-victim-name";
+  WriteFile(v.P(name), std::string(3 * 4096, 'p'));
+  const std::string backing = OnlyBackingEntry(v.cipherdir);
+  struct stat bst;
+  REQUIRE(::stat(backing.c_str(), &bst) == 0);
+  v.Remount();  // no kernel page cache of the old plaintext
+  {
+    // Flip one byte in block 1's data page (header page + metadata page + block 0 = 12288).
+    const int fd = ::open(backing.c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    char c;
+    REQUIRE(::pread(fd, &c, 1, 12288 + 7) == 1);
+    c ^= 0x40;
+    REQUIRE(::pwrite(fd, &c, 1, 12288 + 7) == 1);
+    ::close(fd);
+  }
+  // O_DIRECT: exactly one read request reaches kmsfs, so exactly one line.
+  const int fd = ::open(v.P(name).c_str(), O_RDONLY | O_DIRECT);
+  REQUIRE(fd >= 0);
+  char buf[4096];
+  CHECK(::pread(fd, buf, sizeof buf, 0) == 4096);  // block 0 is intact
+  errno = 0;
+  CHECK(::pread(fd, buf, sizeof buf, 4096) == -1);
+  CHECK(errno == EIO);
+  ::close(fd);
+  CHECK(v.mount->Unmount());
+  const std::string log = v.mount->Log();
+  INFO(log);
+  CHECK(CountLines(log, "failed authentication") == 1);
+  CHECK(CountLines(log, "inode " + std::to_string(bst.st_ino)) == 1);
+  CHECK(CountLines(log, "block 1") == 1);
+  CHECK(log.find(name) == std::string::npos);
+  CHECK(log.find("pppp") == std::string::npos);
+}
+
+TEST_CASE("an impossible backing size is EIO on stat; the entry can still be removed",
+          "[fs][mount][tamper]") {
+  MountedVolume v;
+  WriteFile(v.P("cut"), std::string(10000, 'c'));
+  const std::string backing = OnlyBackingEntry(v.cipherdir);
+  v.Remount();
+  REQUIRE(::truncate(backing.c_str(), 5000) == 0);  // inside the first metadata page
+  struct stat st;
+  CHECK(ErrnoOf(::stat(v.P("cut").c_str(), &st)) == EIO);
+  CHECK(ErrnoOf(::open(v.P("cut").c_str(), O_RDONLY)) == EIO);
+  CHECK(::unlink(v.P("cut").c_str()) == 0);
+  CHECK(v.mount->Unmount());
+  CHECK(CountLines(v.mount->Log(), "failed authentication") >= 1);
+}
+
+TEST_CASE("names that do not decrypt are skipped by readdir, with a warn line",
+          "[fs][mount][tamper]") {
+  MountedVolume v;
+  WriteFile(v.P("good"), "g");
+  // A well-formed backing name whose SIV tag is wrong: an entry written without the key.
+  WriteFile(v.cipherdir + "/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "junk");
+  v.Remount();
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(v.mountpoint)) {
+    names.push_back(e.path().filename().string());
+  }
+  CHECK(names == std::vector<std::string>{"good"});
+  CHECK(ReadFile(v.P("good")) == "g");
+  CHECK(v.mount->Unmount());
+  CHECK(CountLines(v.mount->Log(), "does not decrypt") >= 1);
 }
 
 TEST_CASE("kmsfs info shows the volume without keys", "[fs][cli]") {

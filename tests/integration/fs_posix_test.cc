@@ -13,9 +13,11 @@
 
 #include <cstring>
 #include <filesystem>
+#include <atomic>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -417,6 +419,111 @@ TEST_CASE("POSIX operations and their errors through the mount", "[fs][posix]") 
 
   CHECK(v.mount->Unmount());
   CheckLog(v.mount->Log());
+}
+
+TEST_CASE("large directories list completely across several readdir calls", "[fs][posix]") {
+  MountedVolume v;
+  REQUIRE(::mkdir(v.P("many").c_str(), 0755) == 0);
+  std::set<std::string> want;
+  for (int i = 0; i < 600; ++i) {
+    const std::string n = "entry-with-a-longish-name-" + std::to_string(i);
+    WriteFile(v.P("many/" + n), "");
+    want.insert(n);
+  }
+  CHECK(List(v.P("many")) == want);
+  v.Remount();
+  CHECK(List(v.P("many")) == want);
+  for (const auto& n : want) REQUIRE(::unlink(v.P("many/" + n).c_str()) == 0);
+  CHECK(List(v.P("many")).empty());
+  CHECK(::rmdir(v.P("many").c_str()) == 0);
+  CHECK(v.mount->Unmount());
+}
+
+TEST_CASE("concurrent readers and writers on one file and on many", "[fs][posix]") {
+  MountedVolume v;
+  constexpr int kThreads = 8;
+  constexpr size_t kChunk = 64 * 1024 + 17;  // not block aligned
+  WriteFile(v.P("shared"), "");
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const std::string mine = std::string(kChunk, static_cast<char>('a' + t));
+      // Its own region of a shared file, and its own file.
+      const int fd = ::open(v.P("shared").c_str(), O_RDWR);
+      const int own = ::open(v.P("own" + std::to_string(t)).c_str(), O_CREAT | O_RDWR, 0644);
+      if (fd < 0 || own < 0) {
+        ++failures;
+        return;
+      }
+      for (int round = 0; round < 5; ++round) {
+        if (::pwrite(fd, mine.data(), mine.size(), static_cast<off_t>(t * kChunk)) !=
+                static_cast<ssize_t>(mine.size()) ||
+            ::pwrite(own, mine.data(), mine.size(), static_cast<off_t>(round * kChunk)) !=
+                static_cast<ssize_t>(mine.size())) {
+          ++failures;
+        }
+        std::string back(kChunk, '\0');
+        if (::pread(fd, back.data(), back.size(), static_cast<off_t>(t * kChunk)) !=
+                static_cast<ssize_t>(back.size()) ||
+            back != mine) {
+          ++failures;
+        }
+      }
+      ::close(fd);
+      ::close(own);
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(failures == 0);
+  v.Remount();
+  const std::string all = ReadFile(v.P("shared"));
+  REQUIRE(all.size() == kThreads * kChunk);
+  for (int t = 0; t < kThreads; ++t) {
+    CHECK(all.substr(t * kChunk, kChunk) == std::string(kChunk, static_cast<char>('a' + t)));
+    CHECK(ReadFile(v.P("own" + std::to_string(t))).size() == 5 * kChunk);
+  }
+  CHECK(v.mount->Unmount());
+  CheckLog(v.mount->Log());
+}
+
+TEST_CASE("opening and closing leaks no descriptors in kmsfs", "[fs][posix]") {
+  MountedVolume v;
+  WriteFile(v.P("f"), "data");
+  auto fds = [&] {
+    std::multiset<std::string> targets;
+    for (const auto& e :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(v.mount->pid()) + "/fd")) {
+      std::error_code ec;
+      targets.insert(std::filesystem::read_symlink(e.path(), ec).string());
+    }
+    return targets;
+  };
+  CHECK(ReadFile(v.P("f")) == "data");
+  // RELEASE is asynchronous (close(2) does not wait for it): let the last one land.
+  ::usleep(300'000);
+  const auto before = fds();
+  for (int i = 0; i < 300; ++i) {
+    const int fd = ::open(v.P("f").c_str(), i % 2 ? O_RDONLY : O_RDWR);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    DIR* d = ::opendir(v.mountpoint.c_str());
+    REQUIRE(d != nullptr);
+    while (::readdir(d) != nullptr) {
+    }
+    ::closedir(d);
+  }
+  auto after = fds();
+  for (int i = 0; i < 40 && after != before; ++i) {
+    ::usleep(50'000);
+    after = fds();
+  }
+  std::string b, a;
+  for (const auto& t : before) b += t + " ";
+  for (const auto& t : after) a += t + " ";
+  INFO("before: " << b << "\nafter: " << a);
+  CHECK(after == before);
+  CHECK(v.mount->Unmount());
 }
 
 }  // namespace
