@@ -211,6 +211,9 @@ struct FileContent::Impl {
     return AuthResult(block, gcm.Open(e.nonce, aad, cipher, e.tag, plain));
   }
 
+  class GcmLease;
+  class BatchWriter;
+
   Status ReadLocked(std::span<uint8_t> out, uint64_t offset, uint64_t size);
   Status ReadBatch(crypto::Aes256Gcm& gcm, Scratch& s, std::span<uint8_t> out, uint64_t offset,
                    uint64_t size, uint64_t first, uint64_t last);
@@ -225,12 +228,10 @@ struct FileContent::Impl {
                 size_t tail_len, std::optional<uint64_t> truncate_to);
 };
 
-namespace {
-
 // Returns a pooled GCM context to its file on scope exit.
-class GcmLease {
+class FileContent::Impl::GcmLease {
  public:
-  GcmLease(FileContent::Impl* impl, std::unique_ptr<crypto::Aes256Gcm> gcm)
+  GcmLease(Impl* impl, std::unique_ptr<crypto::Aes256Gcm> gcm)
       : impl_(impl), gcm_(std::move(gcm)) {}
   ~GcmLease() { impl_->ReleaseGcm(std::move(gcm_)); }
   GcmLease(const GcmLease&) = delete;
@@ -238,9 +239,11 @@ class GcmLease {
   crypto::Aes256Gcm& get() { return *gcm_; }
 
  private:
-  FileContent::Impl* impl_;
+  Impl* impl_;
   std::unique_ptr<crypto::Aes256Gcm> gcm_;
 };
+
+namespace {
 
 // Draws the nonces of one operation in bulk (one RandomBytes call per batch rather than per
 // block). Unused nonces are dropped when the operation ends, so none is ever carried into
@@ -276,11 +279,13 @@ class NonceSource {
   uint64_t remaining_;
 };
 
+}  // namespace
+
 // Seals blocks into the thread's scratch buffers and writes them out in batches: data runs
 // first, then metadata ranges (format.md §7.6). Blocks must be added in ascending order.
-class BatchWriter {
+class FileContent::Impl::BatchWriter {
  public:
-  BatchWriter(FileContent::Impl* impl, crypto::Aes256Gcm* gcm, Scratch* s, uint64_t blocks)
+  BatchWriter(Impl* impl, crypto::Aes256Gcm* gcm, Scratch* s, uint64_t blocks)
       : impl_(impl), gcm_(gcm), s_(s), nonces_(s, blocks) {
     if (s_->data.size() < kBatchBlocks * kBlock) s_->data.resize(kBatchBlocks * kBlock);
     s_->data_runs.clear();
@@ -366,7 +371,7 @@ class BatchWriter {
     return Status::Ok();
   }
 
-  FileContent::Impl* impl_;
+  Impl* impl_;
   crypto::Aes256Gcm* gcm_;
   Scratch* s_;
   NonceSource nonces_;
@@ -374,8 +379,6 @@ class BatchWriter {
   size_t meta_used_ = 0;
   bool wrote_ = false;
 };
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Reads
@@ -557,6 +560,15 @@ Status FileContent::Impl::WriteLocked(ByteSpan data, uint64_t offset) {
   if (partly_kept(last_w)) KMSFS_RETURN_IF_ERROR(LoadOld(gcm.get(), s, last_w, old.plain));
   if (extending) KMSFS_RETURN_IF_ERROR(LoadOld(gcm.get(), s, old_last, old.plain));
 
+  // A write far past the end first gives the backing file its new size: the backing filesystem
+  // refuses an impossible size (EFBIG) at once, before thousands of hole entries are sealed.
+  bool resized = false;
+  if (extending && first_w > old_last + kBatchBlocks) {
+    KMSFS_ASSIGN_OR_RETURN(uint64_t new_backing, format::BackingSizeForPlaintextSize(new_size));
+    KMSFS_RETURN_IF_ERROR(backing->Truncate(new_backing));
+    resized = true;
+  }
+
   const uint64_t first_sealed = extending ? std::min(old_last, first_w) : first_w;
   BatchWriter batch(this, &gcm.get(), &s, last_w - first_sealed + 1);
   auto seal_all = [&]() -> Status {
@@ -595,7 +607,7 @@ Status FileContent::Impl::WriteLocked(ByteSpan data, uint64_t offset) {
     return batch.Flush();
   };
   Status st = seal_all();
-  if (!st.ok() && batch.wrote()) {
+  if (!st.ok() && (batch.wrote() || resized)) {
     if (extending) {
       Rollback(s, old_last, std::nullopt, 0, old.backing);
     } else {
@@ -615,6 +627,10 @@ Status FileContent::Impl::ExtendLocked(const Sizes& old, uint64_t size) {
   s.old_count = 0;
   KMSFS_RETURN_IF_ERROR(LoadOld(gcm.get(), s, old_last, old.plain));
   const OldBlock& o = s.old[0];
+  // Size first: the new final block is a hole, so nothing else would give the backing file its
+  // size, and an impossible size (EFBIG from the backing filesystem) fails before any metadata
+  // is written.
+  KMSFS_RETURN_IF_ERROR(backing->Truncate(new_backing));
 
   BatchWriter batch(this, &gcm.get(), &s, new_n - old_last);
   auto seal_all = [&]() -> Status {
@@ -629,13 +645,10 @@ Status FileContent::Impl::ExtendLocked(const Sizes& old, uint64_t size) {
         KMSFS_RETURN_IF_ERROR(batch.Add(b, format::kEntryHole | final_flag, len, {}));
       }
     }
-    KMSFS_RETURN_IF_ERROR(batch.Flush());
-    // The new final block is a hole: nothing was written at its data page, so the backing file
-    // gets its size here.
-    return backing->Truncate(new_backing);
+    return batch.Flush();
   };
   Status st = seal_all();
-  if (!st.ok() && batch.wrote()) Rollback(s, old_last, std::nullopt, 0, old.backing);
+  if (!st.ok()) Rollback(s, old_last, std::nullopt, 0, old.backing);
   return st;
 }
 
@@ -700,9 +713,9 @@ Status FileContent::InitializeEmpty() {
                  "file " + impl_->file_hex + ": content initialized twice or header missing");
   }
   KMSFS_ASSIGN_OR_RETURN(auto gcm_ptr, impl_->AcquireGcm());
-  GcmLease gcm(impl_.get(), std::move(gcm_ptr));
+  Impl::GcmLease gcm(impl_.get(), std::move(gcm_ptr));
   Scratch& s = ThreadScratch();
-  BatchWriter batch(impl_.get(), &gcm.get(), &s, 1);
+  Impl::BatchWriter batch(impl_.get(), &gcm.get(), &s, 1);
   KMSFS_RETURN_IF_ERROR(batch.Add(0, format::kEntryFinal, 0, {}));
   for (uint64_t b = 1; b < kPerGroup; ++b) KMSFS_RETURN_IF_ERROR(batch.AddEmpty(b));
   return batch.Flush();  // one full metadata page: the backing file is now 8192 bytes

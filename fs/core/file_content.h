@@ -65,9 +65,8 @@ class FileContent {
   // Shrinks or extends (with holes) to exactly `size`.
   Status Truncate(uint64_t size);
 
-  struct Impl;  // public only so that file_content.cc's helpers can name it
-
  private:
+  struct Impl;
   explicit FileContent(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -1,5 +1,6 @@
 #include "tests/fakes/faulty_backing_file.h"
 
+#include <algorithm>
 #include <cerrno>
 
 namespace kmsfs::fakes {
@@ -28,18 +29,18 @@ Status FaultyBackingFile::PWrite(ByteSpan data, uint64_t offset) {
     }
     if (*ok_writes_left_ > 0) --*ok_writes_left_;
   }
-  if (capacity_.has_value()) {
-    KMSFS_ASSIGN_OR_RETURN(uint64_t size, target_->Size());
-    const uint64_t end = offset + data.size();
-    if (end > size && end > *capacity_) {
-      ++failures_;
-      if (offset < *capacity_) {
-        KMSFS_RETURN_IF_ERROR(target_->PWrite(data.first(*capacity_ - offset), offset));
-      }
-      return Error::FromErrno("pwrite (injected)", ENOSPC);
+  const uint64_t end = offset + data.size();
+  if (capacity_.has_value() && end > written_end_ && end > *capacity_) {
+    ++failures_;
+    if (offset < *capacity_) {
+      KMSFS_RETURN_IF_ERROR(target_->PWrite(data.first(*capacity_ - offset), offset));
+      written_end_ = std::max(written_end_, *capacity_);
     }
+    return Error::FromErrno("pwrite (injected)", ENOSPC);
   }
-  return target_->PWrite(data, offset);
+  KMSFS_RETURN_IF_ERROR(target_->PWrite(data, offset));
+  written_end_ = std::max(written_end_, end);
+  return Status::Ok();
 }
 
 Result<uint64_t> FaultyBackingFile::Size() {
@@ -61,7 +62,10 @@ Status FaultyBackingFile::Truncate(uint64_t size) {
       return Error::FromErrno("ftruncate (injected)", truncate_err_);
     }
   }
-  return target_->Truncate(size);
+  KMSFS_RETURN_IF_ERROR(target_->Truncate(size));
+  std::lock_guard<std::mutex> lock(mu_);
+  written_end_ = std::min(written_end_, size);
+  return Status::Ok();
 }
 
 Status FaultyBackingFile::Sync(bool data_only) {
@@ -76,8 +80,10 @@ Status FaultyBackingFile::Sync(bool data_only) {
 }
 
 void FaultyBackingFile::SetCapacity(uint64_t bytes) {
+  auto size = target_->Size();
   std::lock_guard<std::mutex> lock(mu_);
   capacity_ = bytes;
+  written_end_ = size.ok() ? *size : 0;
 }
 
 void FaultyBackingFile::FailWritesAfter(uint64_t ok_calls, int err, bool short_write,

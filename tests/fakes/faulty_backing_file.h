@@ -14,9 +14,10 @@ namespace kmsfs::fakes {
 
 // Forwards to a borrowed BackingFile (which must outlive it) until told to fail. Failures are
 // kIo with the chosen errno, exactly as PosixBackingFile reports them.
-//   SetCapacity: a disk that is full at `bytes`: a write reaching past it stores the part below
-//     the limit (a short write, as the kernel does) and then fails with ENOSPC; writes inside
-//     the current size always succeed (already allocated), truncation always works.
+//   SetCapacity: a disk that is full at `bytes`: a write reaching past both the limit and the
+//     end of what was ever written stores the part below the limit (a short write, as the kernel
+//     does) and then fails with ENOSPC. Rewriting written bytes always succeeds (already
+//     allocated); truncation always works, and growing by truncation allocates nothing (sparse).
 //   FailWritesAfter: the first `ok_calls` writes succeed, the next `fail_calls` fail with `err`
 //     (then writes work again); with `short_write` a failing write first stores half its bytes.
 //   FailReads / FailTruncate / FailSync / FailSize: every such call fails with `err`.
@@ -46,6 +47,7 @@ class FaultyBackingFile final : public fs::BackingFile {
   fs::BackingFile* const target_;
   mutable std::mutex mu_;
   std::optional<uint64_t> capacity_;       // guarded by mu_
+  uint64_t written_end_ = 0;                // guarded by mu_; allocation high-water mark
   std::optional<uint64_t> ok_writes_left_;  // guarded by mu_
   uint64_t failing_writes_left_ = 0;        // guarded by mu_
   int write_err_ = 0;                       // guarded by mu_

@@ -614,6 +614,25 @@ TEST_CASE("ENOSPC during an append leaves the file as it was", "[fs][content][fa
   CHECK(fc->Size().value() == 10004);
 }
 
+TEST_CASE("an extension the backing filesystem cannot hold fails at once", "[fs][content][faults]") {
+  TestFile f;
+  const Bytes before = Pattern(5000, 0, 5);
+  REQUIRE(f.content->Write(before, 0).ok());
+  fakes::FaultyBackingFile faulty(&f.mem);
+  auto fc = f.Reopen(&faulty);
+  faulty.FailTruncate(EFBIG);  // like ext4 for sizes past 16 TiB
+  f.mem.ResetCounters();
+  Status st = fc->Truncate(uint64_t{1} << 50);
+  REQUIRE(st.code() == Code::kIo);
+  CHECK(st.error().sys_errno() == EFBIG);
+  st = fc->Write(AsBytes("x"), uint64_t{1} << 50);
+  REQUIRE(st.code() == Code::kIo);
+  CHECK(st.error().sys_errno() == EFBIG);
+  CHECK(f.mem.write_calls() == 0);  // refused before any hole entry was sealed
+  faulty.Heal();
+  CHECK(f.ReadAll() == before);
+}
+
 TEST_CASE("a failed overwrite keeps every byte outside the written range", "[fs][content][faults]") {
   TestFile f;
   Bytes model = Pattern(20 * kB, 0, 6);
