@@ -15,5 +15,7 @@ case "$flavour" in
   *) echo "usage: $0 [release|asan|fuzz]" >&2; exit 2 ;;
 esac
 cmake -S "$root" -B "$dir" -G Ninja -DKMSFS_WERROR="$werror" "${args[@]}" "$@" >/dev/null
-ninja -C "$dir" -j "$jobs"
+targets=()
+[[ $flavour == fuzz ]] && targets=(fuzzers)   # only the libFuzzer targets in the clang build
+ninja -C "$dir" -j "$jobs" "${targets[@]}"
 echo "$dir"

@@ -49,7 +49,9 @@ bool Readable(int fd) {
 }
 
 TEST_CASE("frames round-trip over a socketpair", "[ipc][frame]") {
-  auto [a, b] = SocketPair();
+  Pair pair = SocketPair();
+  UniqueFd& a = pair.a;
+  UniqueFd& b = pair.b;
   SECTION("small frames, one at a time and back to back") {
     REQUIRE(WriteFrame(a.get(), "{}", Deadline::After(milliseconds(1000))).ok());
     REQUIRE(WriteFrame(a.get(), R"({"Op":"Ping"})", Deadline::After(milliseconds(1000))).ok());
@@ -86,7 +88,9 @@ TEST_CASE("frames round-trip over a socketpair", "[ipc][frame]") {
 }
 
 TEST_CASE("WriteFrame rejects empty and oversized payloads before sending", "[ipc][frame]") {
-  auto [a, b] = SocketPair();
+  Pair pair = SocketPair();
+  UniqueFd& a = pair.a;
+  UniqueFd& b = pair.b;
   auto empty = WriteFrame(a.get(), "", Deadline::After(milliseconds(100)));
   REQUIRE_FALSE(empty.ok());
   CHECK(empty.code() == Code::kInvalidArgument);
@@ -98,7 +102,9 @@ TEST_CASE("WriteFrame rejects empty and oversized payloads before sending", "[ip
 }
 
 TEST_CASE("ReadFrame rejects bad lengths before allocating", "[ipc][frame]") {
-  auto [a, b] = SocketPair();
+  Pair pair = SocketPair();
+  UniqueFd& a = pair.a;
+  UniqueFd& b = pair.b;
   SECTION("zero length") {
     SendRaw(a.get(), Header(0));
     auto r = ReadFrame(b.get(), Deadline::After(milliseconds(500)));
@@ -130,7 +136,9 @@ TEST_CASE("ReadFrame rejects bad lengths before allocating", "[ipc][frame]") {
 }
 
 TEST_CASE("half a frame then silence times out within the deadline", "[ipc][frame]") {
-  auto [a, b] = SocketPair();
+  Pair pair = SocketPair();
+  UniqueFd& a = pair.a;
+  UniqueFd& b = pair.b;
   SECTION("half a header") { SendRaw(a.get(), Header(10).substr(0, 2)); }
   SECTION("header and half the payload") { SendRaw(a.get(), Header(10) + "12345"); }
   SECTION("nothing at all") {}
@@ -145,7 +153,9 @@ TEST_CASE("half a frame then silence times out within the deadline", "[ipc][fram
 }
 
 TEST_CASE("EOF: clean between frames, an error inside one", "[ipc][frame]") {
-  auto [a, b] = SocketPair();
+  Pair pair = SocketPair();
+  UniqueFd& a = pair.a;
+  UniqueFd& b = pair.b;
   SECTION("clean") {
     a.Reset();
     auto r = ReadFrame(b.get(), Deadline::After(milliseconds(500)));
@@ -164,7 +174,9 @@ TEST_CASE("EOF: clean between frames, an error inside one", "[ipc][frame]") {
 
 TEST_CASE("WriteFrame: a gone peer is kUnavailable without SIGPIPE; a stalled one times out",
           "[ipc][frame]") {
-  auto [a, b] = SocketPair();
+  Pair pair = SocketPair();
+  UniqueFd& a = pair.a;
+  UniqueFd& b = pair.b;
   SECTION("peer closed (the test process would die of SIGPIPE otherwise)") {
     b.Reset();
     auto s = WriteFrame(a.get(), "hello", Deadline::After(milliseconds(500)));
@@ -194,7 +206,9 @@ TEST_CASE("blocking reads and writes survive EINTR", "[ipc][frame]") {
   sa.sa_flags = 0;  // no SA_RESTART: poll and recv really return EINTR
   struct sigaction old {};
   REQUIRE(::sigaction(SIGUSR1, &sa, &old) == 0);
-  auto [a, b] = SocketPair();
+  Pair pair = SocketPair();
+  UniqueFd& a = pair.a;
+  UniqueFd& b = pair.b;
   g_signals = 0;
 
   SECTION("reader") {
