@@ -129,7 +129,7 @@ int ErrnoForError(const Error& e) {
     case Code::kOk: return 0;
     case Code::kNotFound: return ENOENT;
     case Code::kAlreadyExists: return EEXIST;
-    case Code::kInvalidArgument: return EINVAL;
+    case Code::kInvalidArgument: return e.sys_errno() != 0 ? e.sys_errno() : EINVAL;  // ENAMETOOLONG, EFBIG...
     case Code::kPermissionDenied: return EACCES;
     case Code::kKeyUnavailable: return ENOKEY;
     case Code::kCorrupt: return EIO;
