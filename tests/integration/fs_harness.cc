@@ -157,8 +157,14 @@ Mount::Mount(Sandbox& box, const std::string& cipherdir, const std::string& moun
   REQUIRE(notify_path.size() < sizeof addr.sun_path);
   std::memcpy(addr.sun_path, notify_path.c_str(), notify_path.size() + 1);
   REQUIRE(::bind(notify_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  // A kmsfs run as another user (launcher) must be able to send to it.
+  REQUIRE(::chmod(notify_path.c_str(), 0666) == 0);
 
-  std::vector<std::string> argv = {KmsfsBinary(), "mount", "-f", "--socket", box.socket_path()};
+  std::vector<std::string> argv = options.launcher;
+  for (const auto& a : {KmsfsBinary(), std::string("mount"), std::string("-f"),
+                        std::string("--socket"), box.socket_path()}) {
+    argv.push_back(a);
+  }
   for (const auto& o : options.o) {
     argv.push_back("-o");
     argv.push_back(o);

@@ -40,6 +40,7 @@ class Mount {
     std::vector<std::string> o;       // -o values
     std::vector<std::string> args;    // extra arguments before CIPHERDIR
     std::vector<std::string> env;     // extra environment
+    std::vector<std::string> launcher;  // prefix, e.g. AsUser(1000, 1000, {})
     bool wait_ready = true;
     std::chrono::milliseconds ready_timeout{20'000};
   };

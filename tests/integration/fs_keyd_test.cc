@@ -94,7 +94,7 @@ TEST_CASE("unmount is clean even after keyd died", "[fs][keyd]") {
   CHECK_FALSE(IsMounted(v.mountpoint));
 }
 
-TEST_CASE("DisableKey applies to the next open; EnableKey restores it", "[fs][keyd]") {
+TEST_CASE("DisableKey applies to the next open, EnableKey restores it", "[fs][keyd]") {
   MountedVolume v;
   WriteFile(v.P("f"), "data");
   REQUIRE(v.box.Ctl({"disable-key", "--key-id", v.key_id}).exit_code == 0);
@@ -178,6 +178,45 @@ TEST_CASE("a root-run allow_other mount serves several users", "[fs][keyd][users
 
   CHECK(v.mount->Unmount());
   CheckLog(v.mount->Log());
+}
+
+TEST_CASE("an unprivileged user's own mount (through fusermount3)", "[fs][keyd][users]") {
+  RequireFuse();
+  RequireTool("setpriv");
+  struct stat dev;
+  if (::stat("/dev/fuse", &dev) != 0 || (dev.st_mode & 0006) != 0006) {
+    Skip("/dev/fuse is not open to unprivileged users here (mode " +
+         std::to_string(dev.st_mode & 0777) + ")");
+  }
+  Sandbox box;
+  auto keyd = box.StartKeyd();
+  const std::string key = CreateKey(box);
+  const std::string policy = R"({"Version": "2012-10-17", "Statement": [
+    {"Sid": "Root", "Effect": "Allow", "Principal": {"Uid": 0}, "Action": "kms:*", "Resource": "*"},
+    {"Sid": "Owner", "Effect": "Allow", "Principal": {"Uid": 1000},
+     "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*"}]})";
+  REQUIRE(box.Ctl({"put-key-policy", "--key-id", key, "--policy", policy}).exit_code == 0);
+  for (const char* d : {"cipher", "mnt"}) {
+    std::filesystem::create_directories(box.Path(d));
+    REQUIRE(::chown(box.Path(d).c_str(), 1000, 1000) == 0);
+  }
+  auto init = Run(AsUser(1000, 1000, {KmsfsBinary(), "init", "--key-id", key, "--socket",
+                                      box.socket_path(), box.Path("cipher")}));
+  INFO(init.err);
+  REQUIRE(init.exit_code == 0);
+  Mount::Options o;
+  o.launcher = AsUser(1000, 1000, {});
+  Mount m(box, box.Path("cipher"), box.Path("mnt"), o);
+  auto w = Run(AsUser(1000, 1000, {"sh", "-c", "echo mine > " + m.Path("f") + " && cat " +
+                                                   m.Path("f") + " && mkdir " + m.Path("d")}));
+  INFO(w.err);
+  CHECK(w.out == "mine\n");
+  struct stat st;
+  REQUIRE(::stat((box.Path("cipher")).c_str(), &st) == 0);
+  // Not allow_other: root, too, is kept out of a user's mount by the kernel.
+  CHECK(ErrnoOf(::stat(m.Path("f").c_str(), &st)) == EACCES);
+  CHECK(m.Unmount());
+  CheckLog(m.Log());
 }
 
 TEST_CASE("kmsfs mount without -f daemonizes after mounting and reports failures",

@@ -212,7 +212,7 @@ TEST_CASE("tampering is EIO with one warn line naming the inode and block, never
   CHECK(log.find("pppp") == std::string::npos);
 }
 
-TEST_CASE("an impossible backing size is EIO on stat; the entry can still be removed",
+TEST_CASE("an impossible backing size is EIO on stat, the entry can still be removed",
           "[fs][mount][tamper]") {
   MountedVolume v;
   WriteFile(v.P("cut"), std::string(10000, 'c'));
