@@ -7,11 +7,8 @@
 namespace kmsfs::fs {
 
 int ErrnoFor(const Error& error) {
-  if (error.code() == Code::kInvalidArgument && error.sys_errno() != 0) return error.sys_errno();
   const int err = ipc::ErrnoForError(error);
-  // A kOk "error" is a bug in the caller; answering 0 would make the kernel wait for a reply
-  // that never comes. EIO keeps the request moving.
-  return err != 0 ? err : EIO;
+  return err != 0 ? err : EIO;  // a kOk "error" is a caller bug: fail the request, loudly enough
 }
 
 }  // namespace kmsfs::fs

@@ -5,10 +5,9 @@
 
 namespace kmsfs::fs {
 
-// docs/errors.md §2, by way of ipc::ErrnoForError (the code copy of that table), with one
-// refinement: a kInvalidArgument that carries an OS errno answers that errno. The core sets one
-// where EINVAL would mislead: ENAMETOOLONG for a name over 255 bytes (ValidatePlaintextName),
-// EFBIG for an offset beyond format::kMaxPlaintextSize (FileContent). Never returns 0.
+// docs/errors.md §2 through ipc::ErrnoForError, the code copy of that table (kIo and
+// kInvalidArgument give back a saved OS errno: ENOSPC, ENAMETOOLONG, EFBIG, ...). The only
+// addition: never 0, since a reply with errno 0 would be a success the operation did not have.
 int ErrnoFor(const Error& error);
 
 }  // namespace kmsfs::fs
