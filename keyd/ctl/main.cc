@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <cstdio>
 #include <deque>
 #include <exception>
@@ -178,6 +179,7 @@ std::vector<CommandSpec> Commands() {
 
 struct Bound {
   std::string value;
+  int64_t number = 0;  // Kind::kInt
   std::vector<std::string> values;
   bool flag = false;
   CLI::Option* option = nullptr;
@@ -234,11 +236,9 @@ Result<json> BuildParams(const BoundCommand& cmd) {
       case Kind::kString:
         params[o.field] = b.value;
         break;
-      case Kind::kInt: {
-        // CLI11 checked it is a positive number; keyd checks the range.
-        params[o.field] = std::stoll(b.value);
+      case Kind::kInt:
+        params[o.field] = b.number;  // CLI11 parsed a positive integer; keyd checks the range
         break;
-      }
       case Kind::kText: {
         KMSFS_ASSIGN_OR_RETURN(std::string text, TextArgument(o.flag, b.value));
         params[o.field] = std::move(text);
@@ -337,7 +337,7 @@ int Main(int argc, char** argv) {
           b.option = cmd.app->add_option(o.flag, b.values, help);
           break;
         case Kind::kInt:
-          b.option = cmd.app->add_option(o.flag, b.value, help)->check(CLI::PositiveNumber);
+          b.option = cmd.app->add_option(o.flag, b.number, help)->check(CLI::PositiveNumber);
           break;
         default:
           b.option = cmd.app->add_option(o.flag, b.value, help);

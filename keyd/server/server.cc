@@ -399,7 +399,8 @@ void Server::Impl::OnListenReady(Clock::time_point now) {
       continue;
     }
     const bool exempt = IsTrustedForwarder(cred->uid, options_.trusted_uids);
-    size_t& uid_count = per_uid_[cred->uid];
+    const auto uid_it = per_uid_.find(cred->uid);
+    const size_t uid_count = uid_it == per_uid_.end() ? 0 : uid_it->second;
     if (!exempt && uid_count >= options_.max_connections_per_uid) {
       uint64_t count = 0;
       if (log_uid_limit_.Allow(now, &count)) {
@@ -421,7 +422,7 @@ void Server::Impl::OnListenReady(Clock::time_point now) {
       continue;
     }
     c->fd = std::move(fd);
-    ++uid_count;
+    ++per_uid_[cred->uid];
     Log()->debug("conn {}: uid {} gid {} pid {} exe '{}' unit '{}'", c->id, c->peer.uid,
                  c->peer.gid, c->peer.pid, c->peer.executable, c->peer.unit);
     conns_.emplace(c->id, std::move(c));
