@@ -12,7 +12,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -25,7 +27,9 @@
 #include "common/log/log.h"
 #include "keyd/server/listen_socket.h"
 #include "keyd/server/server.h"
-#include "keyd/service/kms_service_api.h"
+#include "keyd/audit/simple_audit_sink.h"
+#include "keyd/policy/system_name_resolver.h"
+#include "keyd/service/kms_service.h"
 #include "keyd/store/root_key.h"
 
 namespace kmsfs::keyd {
@@ -46,6 +50,8 @@ struct Flags {
   std::vector<uid_t> trusted_uids;
   std::string log_level = "info";
   int min_pending_window_days = 7;
+  int min_rotation_period_days = 90;
+  int64_t test_rotation_day_seconds = 86400;  // TEST ONLY (see KmsService::Options)
   double scheduler_interval_s = 60;
   bool require_mlock = false;
   size_t workers = 8;
@@ -62,30 +68,47 @@ std::chrono::milliseconds Ms(double seconds) {
 // One line on stderr, before (or instead of) the logger: what an operator reads when startup fails.
 void Fail(const std::string& message) { std::fprintf(stderr, "kmsfs-keyd: %s\n", message.c_str()); }
 
-// ---------------------------------------------------------------------------------------------
-// TEMPORARY (until keyd/service's KmsService lands): a handler that answers Ping only, so the
-// server, kmsctl and the integration harness can be exercised end to end. The service engineer
-// replaces MakeHandler() below with the real wiring (KeyStore + audit + policy + KmsService) and
-// deletes this class.
-class TemporaryPingOnlyHandler final : public KmsHandler {
- public:
-  ServiceReply Handle(std::string_view op, const nlohmann::json& /*params*/,
-                      const CallerContext& /*caller*/) override {
-    if (op == "Ping") return ServiceReply{nlohmann::json{{"Version", kVersion}}, "", ""};
-    return ServiceReply::Error("UnsupportedOperationException",
-                               std::string(op) + " is not implemented by this keyd build yet");
-  }
-};
-// ---------------------------------------------------------------------------------------------
-
 struct Wiring {
+  // Declared before `handler`, so they are destroyed after it: the service borrows them.
+  std::unique_ptr<NameResolver> resolver;
+  std::unique_ptr<AuditSink> audit;
   std::unique_ptr<KmsHandler> handler;
   std::function<void()> scheduler;  // the service's rotation/deletion pass; empty: none
 };
 
-Wiring MakeHandler(KeyStore& /*store*/, const Flags& /*flags*/) {
+// The key service over `store`: policies resolve names through NSS, the audit trail lives in the
+// same LMDB environment, and the server's scheduler runs the rotation/deletion pass.
+Result<Wiring> MakeHandler(KeyStore& store, const Flags& f) {
   Wiring w;
-  w.handler = std::make_unique<TemporaryPingOnlyHandler>();
+  w.resolver = std::make_unique<SystemNameResolver>();
+  // INTERIM: SimpleAuditSink (durable, one commit per record, no hash chain) until the
+  // hash-chained AuditTrail is wired here instead.
+  KMSFS_ASSIGN_OR_RETURN(std::unique_ptr<SimpleAuditSink> audit,
+                         SimpleAuditSink::Open(store.env()));
+  w.audit = std::move(audit);
+  KmsService::Options options;
+  options.version = kVersion;
+  options.min_pending_window_days = static_cast<uint32_t>(f.min_pending_window_days);
+  options.max_pending_window_days = std::max(options.max_pending_window_days,
+                                             options.min_pending_window_days);
+  options.default_pending_window_days = options.max_pending_window_days;
+  options.min_rotation_period_days = static_cast<uint32_t>(f.min_rotation_period_days);
+  options.default_rotation_period_days = std::max(options.default_rotation_period_days,
+                                                  options.min_rotation_period_days);
+  options.rotation_day_seconds = f.test_rotation_day_seconds;
+  auto clock = [] { return static_cast<int64_t>(::time(nullptr)); };
+  KMSFS_ASSIGN_OR_RETURN(std::unique_ptr<KmsService> service,
+                         KmsService::Create(&store, w.audit.get(), w.resolver.get(), clock,
+                                            std::move(options)));
+  KmsService* svc = service.get();
+  w.scheduler = [svc, clock] {
+    const KmsService::ScheduledWorkReport r = svc->RunScheduledWork(clock());
+    for (const std::string& failure : r.failed) {
+      log::Get("keyd")->error("scheduled rotation/deletion failed (retried next pass): {}",
+                              failure);
+    }
+  };
+  w.handler = std::move(service);
   return w;
 }
 
@@ -144,6 +167,14 @@ int Main(int argc, char** argv) {
   app.add_option("--min-pending-window-days", f.min_pending_window_days,
                  "smallest PendingWindowInDays ScheduleKeyDeletion accepts")
       ->check(CLI::Range(1, 365))
+      ->capture_default_str();
+  app.add_option("--min-rotation-period-days", f.min_rotation_period_days,
+                 "smallest RotationPeriodInDays EnableKeyRotation accepts")
+      ->check(CLI::Range(1, 2560))
+      ->capture_default_str();
+  app.add_option("--test-rotation-day-seconds", f.test_rotation_day_seconds,
+                 "TESTING ONLY: length in seconds of one rotation 'day' (never set in production)")
+      ->check(CLI::Range(int64_t{1}, int64_t{86400}))
       ->capture_default_str();
   app.add_option("--scheduler-interval", f.scheduler_interval_s,
                  "seconds between rotation/deletion passes (0: never)")
@@ -210,7 +241,12 @@ int Main(int argc, char** argv) {
                  "undumpable but may be swapped; raise LimitMEMLOCK= or use --require-mlock");
   }
 
-  Wiring wiring = MakeHandler(*store, f);
+  auto wired = MakeHandler(*store, f);
+  if (!wired.ok()) {
+    Fail("cannot start the key service: " + wired.error().ToString());
+    return kExitRuntime;
+  }
+  Wiring wiring = std::move(*wired);
 
   auto listener = AcquireListenSocket(*socket_path, SOMAXCONN);
   if (!listener.ok()) {
@@ -241,6 +277,7 @@ int Main(int argc, char** argv) {
   Status ran = (*server)->Run();  // READY=1 ... STOPPING=1
   ReleaseListenSocket(*listener);
   server->reset();
+  wiring.handler.reset();  // the service before the resolver and audit sink it borrows
   wiring = Wiring{};
   store.reset();  // closes LMDB after every request is done
   if (!ran.ok()) {
