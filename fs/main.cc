@@ -136,12 +136,12 @@ class Daemonizer {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) {
       std::perror("kmsfs: pipe");
-      std::exit(1);
+      std::_Exit(1);
     }
     const pid_t pid = ::fork();
     if (pid < 0) {
       std::perror("kmsfs: fork");
-      std::exit(1);
+      std::_Exit(1);
     }
     if (pid > 0) {
       ::close(fds[1]);
@@ -177,7 +177,7 @@ class Daemonizer {
     (void)!::write(report_fd_.get(), "OK\n", 3);
     report_fd_.Reset();
   }
-  bool active() const { return report_fd_.valid(); }
+  bool IsActive() const { return report_fd_.valid(); }
 
  private:
   UniqueFd report_fd_;
@@ -209,7 +209,7 @@ int RunMount(const MountRequest& req) {
   if (!req.foreground) daemon.Fork();
   log::Options log_options;
   // A daemon has no terminal: its log goes to the journal.
-  log_options.sink = daemon.active() ? log::Sink::kJournal : log::DetectSink();
+  log_options.sink = daemon.IsActive() ? log::Sink::kJournal : log::DetectSink();
   log_options.level = level;
   log_options.program = "kmsfs";
   log::Init(log_options);

@@ -56,7 +56,7 @@ void Filesystem::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void Filesystem::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                          fuse_file_info* fi, bool plus) {
   Inode* inode = InodeOf(ino);
-  auto* h = reinterpret_cast<DirHandle*>(fi->fh);
+  auto* h = FromFh<DirHandle>(fi->fh);
   std::string out;
   Answer(
       req, plus ? "readdirplus" : "readdir", inode->id().ino,
@@ -72,7 +72,8 @@ void Filesystem::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         const int dir_fd = ::dirfd(h->dp);
         while (true) {
           errno = 0;
-          struct dirent* de = ::readdir(h->dp);
+          // readdir(3) is safe on a stream no other thread uses: h->mu makes it ours.
+          struct dirent* de = ::readdir(h->dp);  // NOLINT(concurrency-mt-unsafe)
           if (de == nullptr) {
             if (errno != 0 && rem == size) return SysError("readdir", errno);
             break;  // end of directory (or an error after some entries: return those)
@@ -145,13 +146,13 @@ void Filesystem::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 }
 
 void Filesystem::ReleaseDir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
-  delete reinterpret_cast<DirHandle*>(fi->fh);
+  delete FromFh<DirHandle>(fi->fh);
   fuse_reply_err(req, 0);
 }
 
 void Filesystem::FSyncDir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
   Inode* inode = InodeOf(ino);
-  auto* h = reinterpret_cast<DirHandle*>(fi->fh);
+  auto* h = FromFh<DirHandle>(fi->fh);
   AnswerEmpty(req, "fsyncdir", inode->id().ino, [&]() -> Status {
     std::lock_guard lock(h->mu);
     const int fd = ::dirfd(h->dp);

@@ -218,7 +218,7 @@ Result<Filesystem::RemovedDirId> Filesystem::PrepareRemoveDir(Inode* parent,
   bool has_dir_id = false;
   std::vector<std::string> orphans;
   errno = 0;
-  while (struct dirent* de = ::readdir(dp)) {
+  while (struct dirent* de = ::readdir(dp)) {  // NOLINT(concurrency-mt-unsafe): our own stream
     const std::string_view n = de->d_name;
     if (n == "." || n == "..") continue;
     if (n == format::kDirIdName) {

@@ -20,8 +20,7 @@ namespace kmsfs::fs {
 struct Filesystem::FileHandle {
   Inode* inode;
   int flags;  // the open flags as the kernel gave them
-  bool writable() const { return (flags & O_ACCMODE) != O_RDONLY; }
-  bool append() const { return (flags & O_APPEND) != 0; }
+  bool IsAppend() const { return (flags & O_APPEND) != 0; }
 };
 
 namespace {
@@ -182,7 +181,7 @@ void Filesystem::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
                        fuse_file_info* fi) {
   Inode* inode = InodeOf(ino);
-  auto* h = reinterpret_cast<FileHandle*>(fi->fh);
+  auto* h = FromFh<FileHandle>(fi->fh);
   Answer(
       req, "write", inode->id().ino,
       [&]() -> Result<size_t> {
@@ -190,7 +189,7 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t 
         const ByteSpan bytes(reinterpret_cast<const uint8_t*>(data), size);
         // writepage requests (mmap) carry a page offset and may borrow any writable handle,
         // O_APPEND ones included: they are never appends.
-        if (h->append() && !fi->writepage) {
+        if (h->IsAppend() && !fi->writepage) {
           // O_APPEND: find the end and write there as one step, so two appenders (two
           // processes, two handles) never overwrite each other.
           std::unique_lock io(inode->io_mu);
@@ -266,7 +265,7 @@ void Filesystem::FSync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_i
 }
 
 void Filesystem::Release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
-  std::unique_ptr<FileHandle> h(reinterpret_cast<FileHandle*>(fi->fh));
+  std::unique_ptr<FileHandle> h(FromFh<FileHandle>(fi->fh));
   Inode* inode = h->inode;
   {
     std::unique_lock io(inode->io_mu);

@@ -49,12 +49,12 @@ Filesystem::Filesystem(UniqueFd root_fd, const struct stat& root_st, Volume* vol
 
 Inode* Filesystem::InodeOf(fuse_ino_t ino) {
   if (ino == FUSE_ROOT_ID) return inodes_.root();
-  return reinterpret_cast<Inode*>(ino);
+  return FromFh<Inode>(ino);
 }
 
 fuse_ino_t Filesystem::FuseIno(Inode* inode) { return reinterpret_cast<fuse_ino_t>(inode); }
 
-Requester Filesystem::Who(fuse_req_t req, std::string path) {
+Requester Filesystem::Who(fuse_req_t req, const std::string& path) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
   Requester who;
   who.uid = ctx->uid;

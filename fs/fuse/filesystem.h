@@ -23,6 +23,13 @@
 
 namespace kmsfs::fs {
 
+// The kernel hands back what we gave it as fuse_ino_t / fh: the addresses of our Inode and
+// handle objects (as passthrough_hp does), alive until forget / release.
+template <class T>
+T* FromFh(uint64_t value) {
+  return reinterpret_cast<T*>(value);  // NOLINT(performance-no-int-to-ptr)
+}
+
 struct FilesystemOptions {
   // Kernel attribute and entry cache lifetime (seconds). Every change goes through this mount,
   // so the kernel's caches stay coherent; 1 s bounds the damage of edits behind our back.
@@ -99,7 +106,7 @@ class Filesystem {
   Inode* InodeOf(fuse_ino_t ino);
   static fuse_ino_t FuseIno(Inode* inode);
   // The caller of `req` (uid, gid, pid from fuse_req_ctx) acting on `path`.
-  static Requester Who(fuse_req_t req, std::string path);
+  static Requester Who(fuse_req_t req, const std::string& path);
 
   // Names.
   Result<format::Id128> DirIdOf(Inode* dir);

@@ -18,7 +18,7 @@ Filesystem* Fs(fuse_req_t req) { return static_cast<Filesystem*>(fuse_req_userda
 // The ops table: thin trampolines into Filesystem, which replies. Locks (getlk/setlk/flock)
 // are not implemented, so the kernel handles them locally; copy_file_range is not either, and
 // the kernel falls back to read/write.
-const fuse_lowlevel_ops kOps = [] {
+constexpr fuse_lowlevel_ops kOps = [] {
   fuse_lowlevel_ops ops{};
   ops.init = [](void* userdata, fuse_conn_info* conn) {
     static_cast<Filesystem*>(userdata)->Init(conn);
@@ -163,6 +163,7 @@ Result<std::unique_ptr<FuseMount>> FuseMount::Mount(Volume* volume, DataKeySourc
   std::vector<std::string> argv_store = {"kmsfs", "-o", opts};
   if (options.debug) argv_store.push_back("-d");
   std::vector<char*> argv;
+  argv.reserve(argv_store.size());
   for (auto& a : argv_store) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   impl->session = fuse_session_new(&args, &kOps, sizeof(kOps), impl->fs.get());

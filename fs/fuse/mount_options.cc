@@ -64,7 +64,7 @@ Result<SplitOptions> SplitMountOptions(const std::vector<std::string>& o_values)
           return Error(Code::kInvalidArgument,
                        "key_timeout= must be a number of seconds in (0, 3600]");
         }
-        out.key_timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000 + 0.5));
+        out.key_timeout = std::chrono::milliseconds(std::llround(seconds * 1000));
         if (out.key_timeout->count() == 0) out.key_timeout = std::chrono::milliseconds(1);
       } else if (o.starts_with("keyd_uid=")) {
         const std::string v = o.substr(9);

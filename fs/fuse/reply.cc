@@ -9,8 +9,8 @@ namespace kmsfs::fs {
 namespace {
 
 std::shared_ptr<spdlog::logger> Logger() {
-  static const auto logger = log::Get("fs.fuse");
-  return logger;
+  static const auto kLogger = log::Get("fs.fuse");
+  return kLogger;
 }
 
 // One warn line per burst: the first failure logs, later ones within kBurst are counted and
