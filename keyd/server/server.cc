@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -208,7 +209,30 @@ class Server::Impl {
       log_budget_;
 };
 
+namespace {
+
+// Every connection is an fd: make room for max_connections plus keyd's own (LMDB, epoll, logs).
+// Raises only the soft limit, up to the hard one — the unit's LimitNOFILE= or the shell's.
+void RaiseFdLimit(size_t max_connections) {
+  constexpr size_t kOwnFds = 64;
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  const rlim_t want = static_cast<rlim_t>(max_connections + kOwnFds);
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < want) {
+    lim.rlim_cur = lim.rlim_max == RLIM_INFINITY ? want : std::min(want, lim.rlim_max);
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0 || ::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  }
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < want) {
+    Log()->warn("RLIMIT_NOFILE is {} (hard limit {}), below --max-connections + {}: accepts will "
+                "fail with EMFILE before the connection limit; raise LimitNOFILE=",
+                lim.rlim_cur, lim.rlim_max, kOwnFds);
+  }
+}
+
+}  // namespace
+
 Status Server::Impl::Init() {
+  RaiseFdLimit(options_.max_connections);
   epoll_fd_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_fd_) return Error::FromErrno("epoll_create1", errno);
   wake_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));

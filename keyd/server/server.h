@@ -50,6 +50,7 @@ class Server {
   static Status BlockStopSignals();
 
   // Takes the listening socket (from AcquireListenSocket). `handler` must outlive the Server.
+  // Raises the soft RLIMIT_NOFILE to fit max_connections (warns if the hard limit is lower).
   // kFailedPrecondition if BlockStopSignals() was not called; kIo for epoll/eventfd failures.
   static Result<std::unique_ptr<Server>> Create(int listen_fd, KmsHandler& handler,
                                                 ServerOptions options);

@@ -227,12 +227,11 @@ Keyd::Keyd(const std::string& root, int serial, const std::string& state_dir,
 
   std::vector<std::string> argv = options.launcher;
   const std::string notify_env = "NOTIFY_SOCKET=" + notify_path;
-  if (!options.launcher.empty()) {
-    // systemd-socket-activate passes on only the variables named with -E.
+  if (!options.launcher_env_flag.empty()) {
     std::vector<std::string> pass = {notify_env};
     for (const auto& e : options.env) pass.push_back(e);
     for (const auto& e : pass) {
-      argv.push_back("-E");
+      argv.push_back(options.launcher_env_flag);
       argv.push_back(e);
     }
   }

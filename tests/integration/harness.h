@@ -78,6 +78,9 @@ class Keyd {
     std::vector<std::string> extra_args;     // appended to keyd's command line
     std::vector<std::string> env;            // extra environment
     std::vector<std::string> launcher;       // e.g. {"systemd-socket-activate", "-l", PATH}
+    // Set when the launcher does not pass its environment on (systemd-socket-activate: "-E"):
+    // each variable is then given to it as `launcher_env_flag VAR=VALUE`.
+    std::string launcher_env_flag;
     bool wait_ready = true;
     milliseconds ready_timeout{20'000};
   };

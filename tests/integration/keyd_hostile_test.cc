@@ -48,7 +48,11 @@ const std::vector<std::string> kLimitWarnings = {R"(connection limit of \d+ reac
 
 TEST_CASE("hostile clients cannot block or crash keyd", "[keyd][hostile]") {
   Sandbox box;
-  auto keyd = box.StartKeyd(KeydArgs({"--frame-timeout", "1", "--idle-timeout", "30"}));
+  RequireOpenFiles(1'200);
+  Keyd::Options options = KeydArgs({"--frame-timeout", "1", "--idle-timeout", "30"});
+  // Started with a soft fd limit of 256: keyd must raise it itself to hold 1000 connections.
+  options.launcher = {RequireTool("prlimit"), "--nofile=256:16384"};
+  auto keyd = box.StartKeyd(options);
   ExpectServing(box.socket_path());
   const size_t baseline_fds = keyd->OpenFds();
 
@@ -143,7 +147,6 @@ TEST_CASE("hostile clients cannot block or crash keyd", "[keyd][hostile]") {
     ExpectServing(box.socket_path());
   }
   SECTION("1000 idle connections leave keyd serving, and cost nothing once closed") {
-    RequireOpenFiles(1'200);
     std::vector<std::unique_ptr<RawClient>> idle;
     for (int i = 0; i < 1000; ++i) idle.push_back(std::make_unique<RawClient>(box.socket_path()));
     ExpectServing(box.socket_path());

@@ -84,6 +84,7 @@ TEST_CASE("keyd serves a socket inherited through systemd-socket-activate", "[ke
   const std::string unused = box.Path("unused.sock");
   Keyd::Options options;
   options.launcher = {activate, "-l", box.socket_path()};
+  options.launcher_env_flag = "-E";  // it passes on only the variables named with -E
   options.wait_ready = false;  // systemd-socket-activate execs keyd on the first connection
   auto keyd = std::make_unique<Keyd>(box.root(), 1, box.state_dir(), unused, box.root_key_file(),
                                      options);
