@@ -79,8 +79,8 @@ struct Totals {
 };
 
 // One client: its own connection, requests back to back until `stop`.
-void RunClient(const Options& o, const std::string& socket, BenchOp op,
-               const kmsfs::Bytes& blob, const std::atomic<bool>& stop, Totals* out) {
+void RunClient(const Options& o, const std::string& socket, BenchOp op, const kmsfs::Bytes& blob,
+               const std::atomic<bool>& stop, Totals* out) {
   KeydClient client(socket);
   out->latencies_us.reserve(1 << 16);
   while (!stop.load(std::memory_order_relaxed)) {
@@ -138,13 +138,14 @@ bool Measure(const Options& o, const std::string& socket, BenchOp op, const kmsf
   }
   std::sort(all.latencies_us.begin(), all.latencies_us.end());
   auto pct = [&](double p) {
-    return all.latencies_us[std::min(all.latencies_us.size() - 1,
-                                     static_cast<size_t>(p * static_cast<double>(all.latencies_us.size())))];
+    return all.latencies_us[std::min(
+        all.latencies_us.size() - 1,
+        static_cast<size_t>(p * static_cast<double>(all.latencies_us.size())))];
   };
   const double per_s = static_cast<double>(all.ok) / elapsed;
   std::printf("%-18s clients %2d: %9.0f req/s  p50 %6u us  p99 %6u us  (%llu ok, %llu failed)\n",
-              name, clients, per_s, pct(0.50), pct(0.99),
-              static_cast<unsigned long long>(all.ok), static_cast<unsigned long long>(all.failed));
+              name, clients, per_s, pct(0.50), pct(0.99), static_cast<unsigned long long>(all.ok),
+              static_cast<unsigned long long>(all.failed));
   if (all.failed > 0) std::printf("  first failure: %s\n", all.first_error.c_str());
   std::printf("%s_c%d_per_s %.0f\n%s_c%d_p99_us %u\n", name, clients, per_s, name, clients,
               pct(0.99));
@@ -170,8 +171,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   const kmsfs::Bytes blob = key->ciphertext_blob;
-  std::printf("keyd_bench: socket %s, key %s, %.1f s per run\n", socket->c_str(),
-              o.key_id.c_str(), o.seconds);
+  std::printf("keyd_bench: socket %s, key %s, %.1f s per run\n", socket->c_str(), o.key_id.c_str(),
+              o.seconds);
   bool ok = true;
   for (BenchOp op : {BenchOp::kGenerateDataKey, BenchOp::kDecrypt}) {
     for (int clients : {1, o.clients}) {

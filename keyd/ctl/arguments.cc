@@ -26,8 +26,10 @@ Error Invalid(std::string_view option, const std::string& what) {
 
 Result<std::string> ReadWholeFile(std::string_view option, const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-  if (!fd) return Error(Code::kIo, std::string(option) + ": cannot open " + path + ": " +
-                                       std::strerror(errno), errno);
+  if (!fd)
+    return Error(Code::kIo,
+                 std::string(option) + ": cannot open " + path + ": " + std::strerror(errno),
+                 errno);
   std::string out;
   char buf[8192];
   for (;;) {
@@ -36,14 +38,14 @@ Result<std::string> ReadWholeFile(std::string_view option, const std::string& pa
       if (errno == EINTR) continue;
       const int err = errno;
       crypto::Wipe(out);
-      return Error(Code::kIo, std::string(option) + ": cannot read " + path + ": " +
-                                  std::strerror(err), err);
+      return Error(Code::kIo,
+                   std::string(option) + ": cannot read " + path + ": " + std::strerror(err), err);
     }
     if (n == 0) break;
     if (out.size() + static_cast<size_t>(n) > kMaxArgumentFile) {
       crypto::Wipe(out);
-      return Invalid(option, path + " is larger than " + std::to_string(kMaxArgumentFile) +
-                                 " bytes");
+      return Invalid(option,
+                     path + " is larger than " + std::to_string(kMaxArgumentFile) + " bytes");
     }
     out.append(buf, static_cast<size_t>(n));
   }
@@ -69,7 +71,8 @@ Result<json> TagFromShorthand(std::string_view text) {
   for (std::string_view part : Split(text, ',')) {
     const size_t eq = part.find('=');
     if (eq == std::string_view::npos) {
-      return Invalid("--tags", "expected TagKey=KEY,TagValue=VALUE, got '" + std::string(text) + "'");
+      return Invalid("--tags",
+                     "expected TagKey=KEY,TagValue=VALUE, got '" + std::string(text) + "'");
     }
     const std::string field(part.substr(0, eq));
     if (field != "TagKey" && field != "TagValue") {
@@ -86,7 +89,8 @@ Result<json> TagFromShorthand(std::string_view text) {
 }  // namespace
 
 Result<std::string> TextArgument(std::string_view option, std::string_view value) {
-  if (StartsWith(value, kFile)) return ReadWholeFile(option, std::string(value.substr(kFile.size())));
+  if (StartsWith(value, kFile))
+    return ReadWholeFile(option, std::string(value.substr(kFile.size())));
   if (StartsWith(value, kFileB)) {
     return ReadWholeFile(option, std::string(value.substr(kFileB.size())));
   }
@@ -162,8 +166,10 @@ Status WriteOutputFile(const std::string& path, std::string_view bytes) {
   UniqueFd owned;
   int fd = STDOUT_FILENO;
   if (path != "-") {
-    owned = UniqueFd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600));
-    if (!owned) return Error(Code::kIo, "cannot create " + path + ": " + std::strerror(errno), errno);
+    owned =
+        UniqueFd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600));
+    if (!owned)
+      return Error(Code::kIo, "cannot create " + path + ": " + std::strerror(errno), errno);
     fd = owned.get();
   }
   size_t done = 0;

@@ -2,11 +2,10 @@
 // and the shorthand for maps (k=v,k2=v2) and tags (TagKey=k,TagValue=v).
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/base/status.h"
 
@@ -29,7 +28,8 @@ Result<std::string> BlobArgument(std::string_view option, std::string_view value
 // kInvalidArgument for an entry without '=', an empty key or a duplicate key.
 Result<nlohmann::json> MapArgument(std::string_view option, std::string_view value);
 
-// Each "TagKey=k,TagValue=v" (or a JSON object/array in that shape) -> [{"TagKey":..,"TagValue":..}].
+// Each "TagKey=k,TagValue=v" (or a JSON object/array in that shape) ->
+// [{"TagKey":..,"TagValue":..}].
 Result<nlohmann::json> TagsArgument(const std::vector<std::string>& values);
 
 // An absolute form of `path` (relative to the current directory), for paths keyd opens itself.

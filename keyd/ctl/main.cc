@@ -4,17 +4,15 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-
 #include <cstdint>
 #include <cstdio>
 #include <deque>
 #include <exception>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/crypto/secret.h"
 #include "common/format/base64.h"
@@ -88,16 +86,20 @@ OptionSpec Bypass() {
           false, "skip the check that the new policy still lets you change it"};
 }
 OptionSpec KeySpec() {
-  return {"--key-spec", "KeySpec", Kind::kString, false, "AES_256 (default when --number-of-bytes is absent)"};
+  return {"--key-spec", "KeySpec", Kind::kString, false,
+          "AES_256 (default when --number-of-bytes is absent)"};
 }
 OptionSpec NumberOfBytes() {
-  return {"--number-of-bytes", "NumberOfBytes", Kind::kInt, false, "data key length instead of --key-spec"};
+  return {"--number-of-bytes", "NumberOfBytes", Kind::kInt, false,
+          "data key length instead of --key-spec"};
 }
 
 std::vector<CommandSpec> Commands() {
   using ipc::Op;
   return {
-      {"create-key", Op::kCreateKey, "Create a KMS key (Enabled, fresh material)",
+      {"create-key",
+       Op::kCreateKey,
+       "Create a KMS key (Enabled, fresh material)",
        {{"--description", "Description", Kind::kString, false, "free text"},
         {"--policy", "Policy", Kind::kText, false, "key policy: file://PATH or JSON text"},
         {"--tags", "Tags", Kind::kTags, false, "TagKey=k,TagValue=v ... (repeatable)"},
@@ -107,68 +109,112 @@ std::vector<CommandSpec> Commands() {
        {}},
       {"describe-key", Op::kDescribeKey, "Show a key's metadata", {KeyId()}, {}},
       {"list-keys", Op::kListKeys, "List keys (one page)", {Limit(), Marker()}, {}},
-      {"create-alias", Op::kCreateAlias, "Create alias/NAME for a key",
+      {"create-alias",
+       Op::kCreateAlias,
+       "Create alias/NAME for a key",
        {{"--alias-name", "AliasName", Kind::kString, true, "alias/NAME"},
         {"--target-key-id", "TargetKeyId", Kind::kString, true, "key id"}},
        {}},
-      {"update-alias", Op::kUpdateAlias, "Point an alias at another key",
+      {"update-alias",
+       Op::kUpdateAlias,
+       "Point an alias at another key",
        {{"--alias-name", "AliasName", Kind::kString, true, "alias/NAME"},
         {"--target-key-id", "TargetKeyId", Kind::kString, true, "key id"}},
        {}},
-      {"delete-alias", Op::kDeleteAlias, "Delete an alias",
-       {{"--alias-name", "AliasName", Kind::kString, true, "alias/NAME"}}, {}},
-      {"list-aliases", Op::kListAliases, "List aliases (one page)",
-       {KeyId(false), Limit(), Marker()}, {}},
+      {"delete-alias",
+       Op::kDeleteAlias,
+       "Delete an alias",
+       {{"--alias-name", "AliasName", Kind::kString, true, "alias/NAME"}},
+       {}},
+      {"list-aliases",
+       Op::kListAliases,
+       "List aliases (one page)",
+       {KeyId(false), Limit(), Marker()},
+       {}},
       {"enable-key", Op::kEnableKey, "Enable a key", {KeyId()}, {}},
       {"disable-key", Op::kDisableKey, "Disable a key (new opens fail at once)", {KeyId()}, {}},
-      {"schedule-key-deletion", Op::kScheduleKeyDeletion,
+      {"schedule-key-deletion",
+       Op::kScheduleKeyDeletion,
        "Schedule a key's destruction after a waiting period",
-       {KeyId(), {"--pending-window-in-days", "PendingWindowInDays", Kind::kInt, false,
-                  "waiting period in days"}},
+       {KeyId(),
+        {"--pending-window-in-days", "PendingWindowInDays", Kind::kInt, false,
+         "waiting period in days"}},
        {}},
       {"cancel-key-deletion", Op::kCancelKeyDeletion, "Cancel a scheduled deletion", {KeyId()}, {}},
       {"rotate-key-on-demand", Op::kRotateKeyOnDemand, "Add a new key version now", {KeyId()}, {}},
-      {"enable-key-rotation", Op::kEnableKeyRotation, "Rotate a key on a schedule",
-       {KeyId(), {"--rotation-period-in-days", "RotationPeriodInDays", Kind::kInt, false,
-                  "days between rotations"}},
+      {"enable-key-rotation",
+       Op::kEnableKeyRotation,
+       "Rotate a key on a schedule",
+       {KeyId(),
+        {"--rotation-period-in-days", "RotationPeriodInDays", Kind::kInt, false,
+         "days between rotations"}},
        {}},
       {"disable-key-rotation", Op::kDisableKeyRotation, "Stop scheduled rotation", {KeyId()}, {}},
-      {"get-key-rotation-status", Op::kGetKeyRotationStatus, "Show rotation settings", {KeyId()},
+      {"get-key-rotation-status",
+       Op::kGetKeyRotationStatus,
+       "Show rotation settings",
+       {KeyId()},
        {}},
-      {"list-key-rotations", Op::kListKeyRotations, "List a key's rotations",
-       {KeyId(), Limit(), Marker()}, {}},
-      {"generate-data-key", Op::kGenerateDataKey,
+      {"list-key-rotations",
+       Op::kListKeyRotations,
+       "List a key's rotations",
+       {KeyId(), Limit(), Marker()},
+       {}},
+      {"generate-data-key",
+       Op::kGenerateDataKey,
        "New data key: plaintext and wrapped (Plaintext IS printed unless --plaintext-outfile)",
        {KeyId(), KeySpec(), NumberOfBytes(), Context()},
-       {{"--plaintext-outfile", "Plaintext", "write the raw plaintext key here (mode 0600) instead of printing it"},
-        {"--ciphertext-blob-outfile", "CiphertextBlob", "write the raw CiphertextBlob here instead of printing it"}}},
-      {"generate-data-key-without-plaintext", Op::kGenerateDataKeyWithoutPlaintext,
+       {{"--plaintext-outfile", "Plaintext",
+         "write the raw plaintext key here (mode 0600) instead of printing it"},
+        {"--ciphertext-blob-outfile", "CiphertextBlob",
+         "write the raw CiphertextBlob here instead of printing it"}}},
+      {"generate-data-key-without-plaintext",
+       Op::kGenerateDataKeyWithoutPlaintext,
        "New data key, wrapped only",
        {KeyId(), KeySpec(), NumberOfBytes(), Context()},
-       {{"--outfile", "CiphertextBlob", "write the raw CiphertextBlob here instead of printing it"}}},
-      {"encrypt", Op::kEncrypt, "Encrypt up to 4096 bytes under a key",
-       {KeyId(), {"--plaintext", "Plaintext", Kind::kBlob, true, "fileb://PATH or base64"},
+       {{"--outfile", "CiphertextBlob",
+         "write the raw CiphertextBlob here instead of printing it"}}},
+      {"encrypt",
+       Op::kEncrypt,
+       "Encrypt up to 4096 bytes under a key",
+       {KeyId(),
+        {"--plaintext", "Plaintext", Kind::kBlob, true, "fileb://PATH or base64"},
         Context()},
-       {{"--outfile", "CiphertextBlob", "write the raw CiphertextBlob here instead of printing it"}}},
-      {"decrypt", Op::kDecrypt,
+       {{"--outfile", "CiphertextBlob",
+         "write the raw CiphertextBlob here instead of printing it"}}},
+      {"decrypt",
+       Op::kDecrypt,
        "Decrypt a CiphertextBlob (Plaintext IS printed, base64, unless --outfile)",
        {{"--ciphertext-blob", "CiphertextBlob", Kind::kBlob, true, "fileb://PATH or base64"},
-        Context(), KeyId(false)},
-       {{"--outfile", "Plaintext", "write the raw plaintext here (mode 0600; - for stdout) instead of printing it"}}},
-      {"re-encrypt", Op::kReEncrypt, "Re-wrap a CiphertextBlob under another key or context",
+        Context(),
+        KeyId(false)},
+       {{"--outfile", "Plaintext",
+         "write the raw plaintext here (mode 0600; - for stdout) instead of printing it"}}},
+      {"re-encrypt",
+       Op::kReEncrypt,
+       "Re-wrap a CiphertextBlob under another key or context",
        {{"--ciphertext-blob", "CiphertextBlob", Kind::kBlob, true, "fileb://PATH or base64"},
         {"--destination-key-id", "DestinationKeyId", Kind::kString, true, kKeyIdHelp},
         Context("--source-encryption-context", "SourceEncryptionContext"),
         Context("--destination-encryption-context", "DestinationEncryptionContext"),
         {"--source-key-id", "SourceKeyId", Kind::kString, false, kKeyIdHelp}},
-       {{"--outfile", "CiphertextBlob", "write the raw CiphertextBlob here instead of printing it"}}},
-      {"put-key-policy", Op::kPutKeyPolicy, "Replace a key's policy",
-       {KeyId(), {"--policy", "Policy", Kind::kText, true, "file://PATH or JSON text"},
-        {"--policy-name", "PolicyName", Kind::kString, false, "default", "default"}, Bypass()},
+       {{"--outfile", "CiphertextBlob",
+         "write the raw CiphertextBlob here instead of printing it"}}},
+      {"put-key-policy",
+       Op::kPutKeyPolicy,
+       "Replace a key's policy",
+       {KeyId(),
+        {"--policy", "Policy", Kind::kText, true, "file://PATH or JSON text"},
+        {"--policy-name", "PolicyName", Kind::kString, false, "default", "default"},
+        Bypass()},
        {}},
-      {"get-key-policy", Op::kGetKeyPolicy, "Show a key's policy",
-       {KeyId(), {"--policy-name", "PolicyName", Kind::kString, false, "default", "default"}}, {}},
-      {"backup", Op::kBackup,
+      {"get-key-policy",
+       Op::kGetKeyPolicy,
+       "Show a key's policy",
+       {KeyId(), {"--policy-name", "PolicyName", Kind::kString, false, "default", "default"}},
+       {}},
+      {"backup",
+       Op::kBackup,
        "keyd writes a consistent copy of its state to FILE (a new file, written by keyd itself)",
        {{"file", "Path", Kind::kAbsPath, true, "where keyd writes the backup (must not exist)"}},
        {}},
@@ -292,8 +338,8 @@ Status WriteOutfiles(const BoundCommand& cmd, json& result) {
       return Error(Code::kInternal, std::string("the response has no ") + field);
     }
     auto bytes = format::Base64Decode(it->get_ref<const std::string&>());
-    if (!bytes.ok()) return Error(Code::kInternal, std::string("the response's ") + field +
-                                                       " is not base64");
+    if (!bytes.ok())
+      return Error(Code::kInternal, std::string("the response's ") + field + " is not base64");
     Status written = WriteOutputFile(b.value, AsChars(*bytes));
     crypto::Wipe(std::span<uint8_t>(*bytes));
     KMSFS_RETURN_IF_ERROR(written);
@@ -307,13 +353,15 @@ int Main(int argc, char** argv) {
   // kmsctl handles plaintext keys (generate-data-key, decrypt): no core dumps, no ptrace by others.
   (void)crypto::HardenProcess();
 
-  CLI::App app{"kmsctl: manage kmsfs keys and use them (the `aws kms` commands, against kmsfs-keyd)",
-               "kmsctl"};
+  CLI::App app{
+      "kmsctl: manage kmsfs keys and use them (the `aws kms` commands, against kmsfs-keyd)",
+      "kmsctl"};
   app.footer(Footer());
   app.require_subcommand(1);
   std::string socket_flag;
   std::string output_flag = "json";
-  app.add_option("--socket", socket_flag, "keyd's socket (default $KMSFS_SOCKET, else /run/kmsfs/keyd.sock)");
+  app.add_option("--socket", socket_flag,
+                 "keyd's socket (default $KMSFS_SOCKET, else /run/kmsfs/keyd.sock)");
   app.add_option("--output", output_flag, "json | text | table")
       ->check(CLI::IsMember({"json", "text", "table"}))
       ->capture_default_str();

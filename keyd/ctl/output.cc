@@ -75,7 +75,8 @@ void Flatten(const json& v, const std::string& path,
              std::vector<std::pair<std::string, std::string>>& rows,
              std::vector<std::pair<std::string, const json*>>& tables) {
   if (v.is_object()) {
-    for (const auto& [k, e] : v.items()) Flatten(e, path.empty() ? k : path + "." + k, rows, tables);
+    for (const auto& [k, e] : v.items())
+      Flatten(e, path.empty() ? k : path + "." + k, rows, tables);
     return;
   }
   if (v.is_array()) {
@@ -86,7 +87,8 @@ void Flatten(const json& v, const std::string& path,
       return;
     }
     std::string joined;
-    for (const auto& e : v) joined += (joined.empty() ? "" : ", ") + (IsScalar(e) ? Scalar(e) : e.dump());
+    for (const auto& e : v)
+      joined += (joined.empty() ? "" : ", ") + (IsScalar(e) ? Scalar(e) : e.dump());
     rows.emplace_back(path, joined);
     return;
   }

@@ -2,10 +2,9 @@
 // as the AWS CLI's), table (aligned, for people).
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "common/base/status.h"
 

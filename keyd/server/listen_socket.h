@@ -11,9 +11,9 @@
 namespace kmsfs::keyd {
 
 struct ListenSocket {
-  UniqueFd fd;               // listening, nonblocking, close-on-exec
-  std::string path;          // where clients connect (for log lines)
-  bool activated = false;    // true: systemd owns the socket file and keeps it across restarts
+  UniqueFd fd;             // listening, nonblocking, close-on-exec
+  std::string path;        // where clients connect (for log lines)
+  bool activated = false;  // true: systemd owns the socket file and keeps it across restarts
   // The socket file we created (not activated), so Release() removes only our own file.
   dev_t dev = 0;
   ino_t ino = 0;

@@ -124,7 +124,7 @@ struct Connection {
   size_t out_off = 0;
   Clock::time_point write_deadline;
   bool close_after_write = false;
-  uint32_t events = 0;            // current epoll interest
+  uint32_t events = 0;  // current epoll interest
 };
 
 // A worker's answer for one connection.
@@ -196,10 +196,10 @@ class Server::Impl {
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   std::unordered_map<uid_t, size_t> per_uid_;
   uint64_t next_id_ = kFirstConnectionId;
-  size_t in_flight_ = 0;     // requests handed to workers whose completion has not come back
+  size_t in_flight_ = 0;  // requests handed to workers whose completion has not come back
   Clock::time_point last_completion_ = Clock::now();  // for the watchdog's progress check
   bool reported_wedged_ = false;
-  size_t partial_total_ = 0; // sum of Connection::partial_bytes
+  size_t partial_total_ = 0;  // sum of Connection::partial_bytes
   bool accepting_ = true;
   bool accept_paused_ = false;
   Clock::time_point accept_resume_at_;
@@ -223,9 +223,10 @@ void RaiseFdLimit(size_t max_connections) {
     if (::setrlimit(RLIMIT_NOFILE, &lim) != 0 || ::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
   }
   if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < want) {
-    Log()->warn("RLIMIT_NOFILE is {} (hard limit {}), below --max-connections + {}: accepts will "
-                "fail with EMFILE before the connection limit; raise LimitNOFILE=",
-                lim.rlim_cur, lim.rlim_max, kOwnFds);
+    Log()->warn(
+        "RLIMIT_NOFILE is {} (hard limit {}), below --max-connections + {}: accepts will "
+        "fail with EMFILE before the connection limit; raise LimitNOFILE=",
+        lim.rlim_cur, lim.rlim_max, kOwnFds);
   }
 }
 
@@ -283,14 +284,15 @@ Status Server::Impl::Run() {
     if (stopping_ && in_flight_ == 0 && conns_.empty()) break;
     now = Clock::now();
     if (stopping_ && now >= stop_deadline_) {
-      Log()->warn("shutdown grace of {} ms over: dropping {} connection(s), {} request(s) in flight",
-                  options_.shutdown_grace.count(), conns_.size(), in_flight_);
+      Log()->warn(
+          "shutdown grace of {} ms over: dropping {} connection(s), {} request(s) in flight",
+          options_.shutdown_grace.count(), conns_.size(), in_flight_);
       break;
     }
     auto wake_at = next_sweep;
     if (watchdog.count() > 0) wake_at = std::min(wake_at, next_watchdog);
-    const int timeout = static_cast<int>(std::max<int64_t>(
-        0, std::chrono::ceil<milliseconds>(wake_at - now).count()));
+    const int timeout = static_cast<int>(
+        std::max<int64_t>(0, std::chrono::ceil<milliseconds>(wake_at - now).count()));
     const int n = ::epoll_wait(epoll_fd_.get(), events.data(), kMaxEvents, timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -324,10 +326,10 @@ Status Server::Impl::Run() {
         NotifyWatchdog();
       } else if (!reported_wedged_) {
         reported_wedged_ = true;
-        Log()->error("no request has completed for {} ms with {} in flight: withholding the "
-                     "watchdog ping",
-                     std::chrono::duration_cast<milliseconds>(now - last_completion_).count(),
-                     in_flight_);
+        Log()->error(
+            "no request has completed for {} ms with {} in flight: withholding the "
+            "watchdog ping",
+            std::chrono::duration_cast<milliseconds>(now - last_completion_).count(), in_flight_);
       }
       next_watchdog = now + watchdog;
     }
@@ -370,7 +372,8 @@ void Server::Impl::BeginStop(Clock::time_point now) {
 void Server::Impl::OnSignal() {
   signalfd_siginfo info;
   while (::read(signal_fd_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
-    Log()->info("received signal {} ({})", info.ssi_signo, ::strsignal(static_cast<int>(info.ssi_signo)));
+    Log()->info("received signal {} ({})", info.ssi_signo,
+                ::strsignal(static_cast<int>(info.ssi_signo)));
     stop_requested_.store(true);
   }
 }
@@ -538,8 +541,8 @@ void Server::Impl::ReadFrom(Connection& c, Clock::time_point now) {
                     fed.error().message(), count,
                     std::chrono::duration_cast<std::chrono::seconds>(kLogEvery).count());
       }
-      SendBestEffortAndClose(
-          c, ErrorFrame(0, "ValidationException", "unreadable request frame: " + fed.error().message()));
+      SendBestEffortAndClose(c, ErrorFrame(0, "ValidationException",
+                                           "unreadable request frame: " + fed.error().message()));
       return;
     }
     if (c.decoder.AtBoundary()) {
@@ -556,9 +559,10 @@ void Server::Impl::ReadFrom(Connection& c, Clock::time_point now) {
     if (partial_total_ > options_.max_partial_bytes) {
       uint64_t count = 0;
       if (log_budget_.Allow(now, &count)) {
-        Log()->warn("unfinished frames hold more than {} bytes: closing conn {} (uid {}) ({} in {} s)",
-                    options_.max_partial_bytes, c.id, c.peer.uid, count,
-                    std::chrono::duration_cast<std::chrono::seconds>(kLogEvery).count());
+        Log()->warn(
+            "unfinished frames hold more than {} bytes: closing conn {} (uid {}) ({} in {} s)",
+            options_.max_partial_bytes, c.id, c.peer.uid, count,
+            std::chrono::duration_cast<std::chrono::seconds>(kLogEvery).count());
       }
       Close(c.id);
       return;
@@ -583,8 +587,8 @@ void Server::Impl::Dispatch(Connection& c) {
   ++in_flight_;
   const uint64_t id = c.id;
   Principal peer = c.peer;
-  const bool queued = pool_->Submit(
-      [this, id, peer = std::move(peer), frame = std::move(*frame)]() mutable {
+  const bool queued =
+      pool_->Submit([this, id, peer = std::move(peer), frame = std::move(*frame)]() mutable {
         Post(Process(id, peer, std::move(frame)));
       });
   if (!queued) {  // only during teardown
@@ -593,8 +597,7 @@ void Server::Impl::Dispatch(Connection& c) {
   }
 }
 
-Completion Server::Impl::Process(uint64_t connection_id, const Principal& peer,
-                                 std::string frame) {
+Completion Server::Impl::Process(uint64_t connection_id, const Principal& peer, std::string frame) {
   Completion done;
   done.connection_id = connection_id;
   const auto started = Clock::now();
@@ -633,7 +636,8 @@ Completion Server::Impl::Process(uint64_t connection_id, const Principal& peer,
     if (reply.ok()) {
       if (!reply.result.is_object()) {
         Log()->error("conn {}: {} returned a non-object result", connection_id, op_name);
-        response.error = ipc::ErrorInfo{"KMSInternalException", "internal error in keyd (see its log)"};
+        response.error =
+            ipc::ErrorInfo{"KMSInternalException", "internal error in keyd (see its log)"};
       } else {
         response.result = std::move(reply.result);
       }

@@ -21,16 +21,16 @@ namespace kmsfs::keyd {
 // exhaust keyd"). Defaults suit a host; tests shorten the times.
 struct ServerOptions {
   size_t workers = 8;  // requests may block on an LMDB fsync; 8 keeps the disk busy, not the CPU
-  size_t max_connections = 4096;         // beyond this, accept-and-close (logged, rate-limited)
-  size_t max_connections_per_uid = 1024; // uid 0 and trusted uids are exempt (the filesystem)
-  std::chrono::milliseconds idle_timeout{60'000};   // no partial frame, no request in flight
-  std::chrono::milliseconds frame_timeout{5'000};   // first byte of a frame to its last
-  std::chrono::milliseconds write_timeout{5'000};   // a response the client does not read
-  std::chrono::milliseconds shutdown_grace{10'000}; // in-flight requests at SIGTERM
+  size_t max_connections = 4096;          // beyond this, accept-and-close (logged, rate-limited)
+  size_t max_connections_per_uid = 1024;  // uid 0 and trusted uids are exempt (the filesystem)
+  std::chrono::milliseconds idle_timeout{60'000};    // no partial frame, no request in flight
+  std::chrono::milliseconds frame_timeout{5'000};    // first byte of a frame to its last
+  std::chrono::milliseconds write_timeout{5'000};    // a response the client does not read
+  std::chrono::milliseconds shutdown_grace{10'000};  // in-flight requests at SIGTERM
   // Bytes all connections together may hold in unfinished frames; a connection that would go past
   // it is closed. 4096 clients x 256 KiB frames would otherwise pin 1 GiB.
   size_t max_partial_bytes = size_t{64} << 20;
-  std::vector<uid_t> trusted_uids;       // may send OnBehalfOf, besides uid 0
+  std::vector<uid_t> trusted_uids;  // may send OnBehalfOf, besides uid 0
   // Called on a worker thread every `scheduler_interval` (never two at once): the service's
   // rotation and deletion work. Empty or zero interval: never.
   std::function<void()> scheduler;

@@ -23,9 +23,7 @@ std::string OneLine(std::string_view s) {
 
 }  // namespace
 
-bool NotifyReady(std::string_view status) {
-  return Send("READY=1\nSTATUS=" + OneLine(status));
-}
+bool NotifyReady(std::string_view status) { return Send("READY=1\nSTATUS=" + OneLine(status)); }
 
 bool NotifyStopping() { return Send("STOPPING=1\nSTATUS=stopping"); }
 

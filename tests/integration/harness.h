@@ -6,12 +6,11 @@
 
 #include <chrono>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/base/unique_fd.h"
 
@@ -75,9 +74,9 @@ class Child {
 class Keyd {
  public:
   struct Options {
-    std::vector<std::string> extra_args;     // appended to keyd's command line
-    std::vector<std::string> env;            // extra environment
-    std::vector<std::string> launcher;       // e.g. {"systemd-socket-activate", "-l", PATH}
+    std::vector<std::string> extra_args;  // appended to keyd's command line
+    std::vector<std::string> env;         // extra environment
+    std::vector<std::string> launcher;    // e.g. {"systemd-socket-activate", "-l", PATH}
     // Set when the launcher does not pass its environment on (systemd-socket-activate: "-E"):
     // each variable is then given to it as `launcher_env_flag VAR=VALUE`.
     std::string launcher_env_flag;

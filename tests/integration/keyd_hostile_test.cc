@@ -255,7 +255,8 @@ TEST_CASE("one uid cannot take all connections", "[keyd][hostile]") {
     // The first five are served; the sixth sees EOF.
     for (int i = 0; i < 5; ++i) {
       if (!ipc::WriteFrame(fds[i], R"({"Op":"Ping","RequestId":1})",
-                           ipc::Deadline::After(milliseconds(5'000))).ok()) {
+                           ipc::Deadline::After(milliseconds(5'000)))
+               .ok()) {
         ::_exit(12);
       }
       if (!ipc::ReadFrame(fds[i], ipc::Deadline::After(milliseconds(5'000))).ok()) ::_exit(13);

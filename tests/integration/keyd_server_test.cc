@@ -85,9 +85,9 @@ TEST_CASE("keyd serves a socket inherited through systemd-socket-activate", "[ke
   Keyd::Options options;
   options.launcher = {activate, "-l", box.socket_path()};
   options.launcher_env_flag = "-E";  // it passes on only the variables named with -E
-  options.wait_ready = false;  // systemd-socket-activate execs keyd on the first connection
-  auto keyd = std::make_unique<Keyd>(box.root(), 1, box.state_dir(), unused, box.root_key_file(),
-                                     options);
+  options.wait_ready = false;        // systemd-socket-activate execs keyd on the first connection
+  auto keyd =
+      std::make_unique<Keyd>(box.root(), 1, box.state_dir(), unused, box.root_key_file(), options);
   // Wait for the activator's socket, the way a client would find it.
   for (int i = 0; i < 200 && !Exists(box.socket_path()); ++i) {
     REQUIRE(keyd->running());

@@ -63,17 +63,18 @@ TEST_CASE("kmsctl: socket resolution, output formats, usage errors", "[kmsctl]")
     CHECK(r.out.empty());
   }
   SECTION("usage errors are exit 2, before anything is sent") {
-    CHECK(box.Ctl({"describe-key"}).exit_code == 2);           // --key-id missing
+    CHECK(box.Ctl({"describe-key"}).exit_code == 2);  // --key-id missing
     CHECK(box.Ctl({"no-such-command"}).exit_code == 2);
     CHECK(box.Ctl({"--output", "yaml", "ping"}).exit_code == 2);
     CHECK(box.Ctl({"list-keys", "--limit", "-3"}).exit_code == 2);
-    auto missing = box.Ctl({"encrypt", "--key-id", "alias/x", "--plaintext",
-                            "fileb://" + box.Path("no-such-file")});
+    auto missing = box.Ctl(
+        {"encrypt", "--key-id", "alias/x", "--plaintext", "fileb://" + box.Path("no-such-file")});
     CHECK(missing.exit_code == 2);
     CHECK(StartsWith(missing.err, "kmsctl: --plaintext: cannot open "));
     auto notb64 = box.Ctl({"encrypt", "--key-id", "alias/x", "--plaintext", "not base64!"});
     CHECK(notb64.exit_code == 2);
-    auto ctx = box.Ctl({"generate-data-key", "--key-id", "alias/x", "--encryption-context", "novalue"});
+    auto ctx =
+        box.Ctl({"generate-data-key", "--key-id", "alias/x", "--encryption-context", "novalue"});
     CHECK(ctx.exit_code == 2);
     auto help = Run({CtlBinary(), "--help"});
     CHECK(help.exit_code == 0);
@@ -97,8 +98,8 @@ TEST_CASE("kmsctl: keys, aliases and envelope encryption end to end", "[kmsctl][
   RequireService(box);
   std::vector<std::string> secrets = {box.root_key_hex()};
 
-  auto created = box.Ctl({"create-key", "--description", "integration", "--tags",
-                          "TagKey=team,TagValue=storage"});
+  auto created = box.Ctl(
+      {"create-key", "--description", "integration", "--tags", "TagKey=team,TagValue=storage"});
   INFO(created.err);
   REQUIRE(created.exit_code == 0);
   const std::string key_id = created.json["KeyMetadata"]["KeyId"].get<std::string>();
@@ -108,8 +109,9 @@ TEST_CASE("kmsctl: keys, aliases and envelope encryption end to end", "[kmsctl][
   REQUIRE(described.exit_code == 0);
   CHECK(described.json["KeyMetadata"]["Description"] == "integration");
 
-  REQUIRE(box.Ctl({"create-alias", "--alias-name", "alias/it", "--target-key-id", key_id})
-              .exit_code == 0);
+  REQUIRE(
+      box.Ctl({"create-alias", "--alias-name", "alias/it", "--target-key-id", key_id}).exit_code ==
+      0);
   auto dup = box.Ctl({"create-alias", "--alias-name", "alias/it", "--target-key-id", key_id});
   CHECK(dup.exit_code == 8);
   CHECK(StartsWith(dup.err, "kmsctl: AlreadyExistsException: "));

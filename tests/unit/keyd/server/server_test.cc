@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include <condition_variable>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <stdexcept>
@@ -244,7 +244,8 @@ int CountWatchdogPings(int fd, milliseconds window) {
   int pings = 0;
   const auto end = std::chrono::steady_clock::now() + window;
   for (;;) {
-    const auto left = std::chrono::duration_cast<milliseconds>(end - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<milliseconds>(end - std::chrono::steady_clock::now());
     if (left.count() <= 0) return pings;
     pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
