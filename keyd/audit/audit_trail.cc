@@ -1,0 +1,640 @@
+#include "keyd/audit/audit_trail.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <utility>
+
+#include "common/base/scope_exit.h"
+#include "common/base/unique_fd.h"
+#include "common/log/log.h"
+#include "keyd/audit/journal_emitter.h"
+
+namespace kmsfs::keyd {
+namespace {
+
+constexpr char kRecordsDb[] = "audit";
+constexpr char kMetaDb[] = "audit_meta";
+constexpr char kFormatKey[] = "format";
+constexpr char kHeadKey[] = "head";
+constexpr char kAnchorKey[] = "anchor";
+constexpr char kCheckpointPrefix[] = "checkpoint/";
+constexpr char kInterimCounterKey[] = "next_sequence";  // the interim SimpleAuditSink's layout
+constexpr int kFormatVersion = 1;
+constexpr size_t kMaxLimit = 10000;
+constexpr size_t kScanBudget = 100000;
+
+int64_t SystemClockUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::shared_ptr<spdlog::logger> Log() { return log::Get("keyd.audit"); }
+
+std::string CheckpointKey(uint64_t sequence) { return kCheckpointPrefix + SequenceKey(sequence); }
+
+// A stored position (head, anchor, checkpoint); nullopt when absent.
+Result<std::optional<Checkpoint>> ReadPosition(const TxnBase& txn, Db meta, std::string_view key) {
+  auto text = txn.Get(meta, key);
+  if (!text.ok()) {
+    if (text.error().code() == Code::kNotFound) return std::optional<Checkpoint>();
+    return text.error();
+  }
+  auto c = DecodeCheckpoint(*text);
+  if (!c.ok()) {
+    return Error(Code::kCorrupt, "audit_meta " + std::string(key) + ": " + c.error().message());
+  }
+  return std::optional<Checkpoint>(*c);
+}
+
+// The chain position new records follow: the head, else the anchor (all records pruned, head
+// lost), else the genesis (0, zeros).
+Result<Checkpoint> ReadHeadIn(const TxnBase& txn, Db meta) {
+  KMSFS_ASSIGN_OR_RETURN(std::optional<Checkpoint> head, ReadPosition(txn, meta, kHeadKey));
+  if (head) return *head;
+  KMSFS_ASSIGN_OR_RETURN(std::optional<Checkpoint> anchor, ReadPosition(txn, meta, kAnchorKey));
+  if (anchor) return *anchor;
+  return Checkpoint{};
+}
+
+Result<std::vector<Checkpoint>> ReadCheckpoints(const TxnBase& txn, Db meta) {
+  std::vector<Checkpoint> out;
+  Status err;
+  KMSFS_RETURN_IF_ERROR(
+      txn.Scan(meta, kCheckpointPrefix, "", [&](std::string_view, std::string_view v) {
+        auto c = DecodeCheckpoint(v);
+        if (!c.ok()) {
+          err = Error(Code::kCorrupt, "audit_meta checkpoint: " + c.error().message());
+          return false;
+        }
+        out.push_back(*c);
+        return true;
+      }));
+  KMSFS_RETURN_IF_ERROR(err);
+  return out;
+}
+
+bool PathMatches(const std::string& path, const std::string& prefix) {
+  if (prefix.empty() || path == prefix) return true;
+  if (path.compare(0, prefix.size(), prefix) != 0) return false;
+  return prefix.back() == '/' || path[prefix.size()] == '/';
+}
+
+bool Matches(const AuditRecord& r, const AuditFilter& f) {
+  if (f.from_time_us && r.time_us < *f.from_time_us) return false;
+  if (f.to_time_us && r.time_us >= *f.to_time_us) return false;
+  if (f.key_id && r.key_id != *f.key_id) return false;
+  if (f.uid && static_cast<uint32_t>(r.principal.uid) != *f.uid) return false;
+  if (f.path_prefix && !PathMatches(r.path, *f.path_prefix)) return false;
+  if (f.operation && r.operation != *f.operation) return false;
+  if (f.outcome && r.outcome != *f.outcome) return false;
+  return true;
+}
+
+// Writes `data` to `fd` completely; kIo with errno.
+Status WriteAll(int fd, std::string_view data, const std::string& path) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error::FromErrno("write " + path, errno);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return Status::Ok();
+}
+
+Result<UniqueFd> CreateNewFile(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd) {
+    if (errno == EEXIST) return Error(Code::kAlreadyExists, path + " already exists", EEXIST);
+    return Error::FromErrno("create " + path, errno);
+  }
+  return fd;
+}
+
+// fsyncs the file and its directory entry, so the export survives a crash once we say OK.
+Status SyncNewFile(int fd, const std::string& path) {
+  if (::fsync(fd) != 0) return Error::FromErrno("fsync " + path, errno);
+  const size_t slash = path.rfind('/');
+  const std::string dir =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dfd) return Error::FromErrno("open " + dir, errno);
+  if (::fsync(dfd.get()) != 0) return Error::FromErrno("fsync " + dir, errno);
+  return Status::Ok();
+}
+
+}  // namespace
+
+// One queued Append. Lives on the appending thread's stack until it returns; the leader touches
+// it only under queue_mu_ (status, done) or before anyone could be done with it (body).
+struct AuditTrail::Writer {
+  std::string body;
+  Status status;
+  bool done = false;  // GUARDED_BY(queue_mu_)
+  std::condition_variable cv;
+};
+
+AuditTrail::AuditTrail(Env& env, Dbs dbs, Options options)
+    : env_(env), dbs_(dbs), options_(std::move(options)) {}
+
+AuditTrail::~AuditTrail() { journal_.reset(); }  // its thread reads through us: stop it first
+
+Result<std::unique_ptr<AuditTrail>> AuditTrail::Open(Env& env, Options options) {
+  if (!options.clock_us) options.clock_us = SystemClockUs;
+  if (options.max_batch == 0) options.max_batch = 1;
+  KMSFS_ASSIGN_OR_RETURN(Db records, env.OpenDb(kRecordsDb, /*create=*/true));
+  KMSFS_ASSIGN_OR_RETURN(Db meta, env.OpenDb(kMetaDb, /*create=*/true));
+  {
+    KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env.BeginWrite());
+    auto format = txn.Get(meta, kFormatKey);
+    if (format.ok()) {
+      const auto j = nlohmann::json::parse(*format, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object() || !j.contains("Format") || j["Format"] != kFormatVersion) {
+        return Error(Code::kFailedPrecondition,
+                     "audit trail format " + *format + " is not one this keyd reads (" +
+                         std::to_string(kFormatVersion) + "); use the keyd that wrote it");
+      }
+    } else if (format.error().code() != Code::kNotFound) {
+      return format.error();
+    } else {
+      // A fresh trail — unless someone else's records are already there.
+      bool foreign = txn.Get(meta, kInterimCounterKey).ok();
+      KMSFS_RETURN_IF_ERROR(txn.Scan(records, "", "", [&](std::string_view k, std::string_view) {
+        uint64_t ignored;
+        foreign = foreign || !ParseSequenceKey(k, &ignored);
+        return false;  // the first key decides
+      }));
+      if (foreign) {
+        return Error(Code::kFailedPrecondition,
+                     "the audit database holds records in another layout (the interim "
+                     "unchained sink's?); export them and start from an empty audit trail");
+      }
+      KMSFS_RETURN_IF_ERROR(
+          txn.Put(meta, kFormatKey, "{\"Format\":" + std::to_string(kFormatVersion) + "}"));
+      KMSFS_RETURN_IF_ERROR(txn.Commit());
+    }
+  }
+  const Journal journal = options.journal;
+  std::unique_ptr<AuditTrail> trail(new AuditTrail(env, Dbs{records, meta}, std::move(options)));
+  const bool journal_on = journal == Journal::kOn ||
+                          (journal == Journal::kAuto && log::DetectSink() == log::Sink::kJournal);
+  if (journal_on) {
+    KMSFS_ASSIGN_OR_RETURN(Checkpoint head, trail->Head());
+    AuditTrail* t = trail.get();
+    trail->journal_ = std::make_unique<JournalEmitter>(
+        [t](uint64_t after, size_t limit) -> Result<std::vector<TrailRecord>> {
+          KMSFS_ASSIGN_OR_RETURN(AuditPage page, t->Tail(after, limit));
+          return std::move(page.records);
+        },
+        head.sequence);
+  }
+  return trail;
+}
+
+// ---- writing ------------------------------------------------------------------------------------
+
+Status AuditTrail::WriteRecords(WriteTxn& txn, const std::vector<const std::string*>& bodies) {
+  KMSFS_ASSIGN_OR_RETURN(Checkpoint head, ReadHeadIn(txn, dbs_.meta));
+  const uint64_t before = head.sequence;
+  for (const std::string* body : bodies) {
+    const uint64_t seq = head.sequence + 1;
+    const int64_t now = options_.clock_us();
+    crypto::Sha256Digest hash;
+    const std::string text = ComposeRecord(seq, now, *body, head.hash, &hash);
+    Status s = txn.Put(dbs_.records, SequenceKey(seq), text, PutMode::kNoOverwrite);
+    if (!s.ok()) {
+      if (s.code() != Code::kAlreadyExists) return s;
+      // Refusing beats overwriting evidence: someone rolled the head back.
+      return Error(Code::kCorrupt, "audit record " + std::to_string(seq) +
+                                       " already exists although the head says " +
+                                       std::to_string(seq - 1) +
+                                       ": the trail was tampered with (kmsctl audit verify)");
+    }
+    head = Checkpoint{seq, hash, now};
+  }
+  KMSFS_RETURN_IF_ERROR(txn.Put(dbs_.meta, kHeadKey, EncodeCheckpoint(head)));
+  const uint64_t every = options_.checkpoint_every;
+  if (every > 0 && before / every != head.sequence / every) {
+    KMSFS_RETURN_IF_ERROR(txn.Put(dbs_.meta, CheckpointKey(head.sequence), EncodeCheckpoint(head)));
+  }
+  return Status::Ok();
+}
+
+Status AuditTrail::CommitBatch(const std::vector<Writer*>& batch) {
+  try {
+    std::vector<const std::string*> bodies;
+    bodies.reserve(batch.size());
+    for (const Writer* w : batch) bodies.push_back(&w->body);
+    KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_.BeginWrite());
+    KMSFS_RETURN_IF_ERROR(WriteRecords(txn, bodies));
+    return txn.Commit();  // fsync; on failure LMDB has already dropped the whole batch
+  } catch (const std::exception& e) {
+    // The WriteTxn (if any) aborted on unwinding; nothing of the batch is on disk.
+    return Error(Code::kInternal, std::string("audit group commit: ") + e.what());
+  }
+}
+
+Status AuditTrail::Append(AuditRecord record) {
+  Writer w;
+  try {
+    w.body = EncodeRecordBody(record);  // on the caller's thread, in parallel with the others
+  } catch (const std::exception& e) {
+    return Error(Code::kInternal, std::string("cannot encode audit record: ") + e.what());
+  }
+  std::unique_lock lock(queue_mu_);
+  queue_.push_back(&w);
+  if (gather_target_ != 0 && queue_.size() >= gather_target_) queue_.front()->cv.notify_one();
+  w.cv.wait(lock, [&] { return w.done || queue_.front() == &w; });
+  if (w.done) return w.status;
+
+  // We lead. Gather first: the writers the previous commit released are usually back within
+  // microseconds (a client that got its key sends the next request), but by then a leader that
+  // started at once would have left them for the commit after — batches would alternate between
+  // part of the callers and the rest. Waiting at most a tenth of a commit for the concurrency
+  // the last round saw keeps batches whole for closed-loop clients, and costs nothing when
+  // there is one caller (it is always "all of them").
+  const size_t want = std::min(expected_writers_, options_.max_batch);
+  if (queue_.size() < want && last_commit_ns_ > 0 && options_.max_gather_us > 0) {
+    const int64_t window_ns = std::min(last_commit_ns_ / 10, options_.max_gather_us * 1000);
+    gather_target_ = want;
+    w.cv.wait_for(lock, std::chrono::nanoseconds(window_ns),
+                  [&] { return queue_.size() >= gather_target_; });
+    gather_target_ = 0;
+  }
+
+  // Take the queue (ourselves first) as one batch. The writers stay queued until the commit is
+  // over, so late arrivals see a front that is not theirs and wait for the next round.
+  std::vector<Writer*> batch;
+  for (Writer* x : queue_) {
+    batch.push_back(x);
+    if (batch.size() == options_.max_batch) break;
+  }
+  lock.unlock();
+  const auto started = std::chrono::steady_clock::now();
+  Status s = CommitBatch(batch);
+  const int64_t took_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now() - started)
+                              .count();
+  NoteCommitResult(s, batch.size());
+  lock.lock();
+  last_commit_ns_ = took_ns;
+  expected_writers_ = queue_.size();  // this batch (still queued) + those that came meanwhile
+  for (Writer* x : batch) {
+    KMSFS_CHECK(queue_.front() == x);
+    queue_.pop_front();
+    if (x == &w) continue;
+    x->status = s;
+    x->done = true;
+    x->cv.notify_one();  // under the lock: x cannot return (and destroy its cv) before we let go
+  }
+  if (!queue_.empty()) queue_.front()->cv.notify_one();  // the next leader
+  return s;
+}
+
+Status AuditTrail::AppendInTxn(WriteTxn& txn, AuditRecord record) {
+  std::string body;
+  try {
+    body = EncodeRecordBody(record);
+  } catch (const std::exception& e) {
+    return Error(Code::kInternal, std::string("cannot encode audit record: ") + e.what());
+  }
+  // No queue, no in-memory state: `txn` holds the writer lock, so no group commit runs until it
+  // ends, and the head we advance is inside `txn` — it commits or aborts with the change.
+  KMSFS_RETURN_IF_ERROR(WriteRecords(txn, {&body}));
+  in_txn_.fetch_add(1, std::memory_order_relaxed);
+  if (journal_) journal_->Notify();  // too early to see it, but it will poll again
+  return Status::Ok();
+}
+
+void AuditTrail::NoteCommitResult(const Status& s, size_t records) {
+  if (s.ok()) {
+    commits_.fetch_add(1, std::memory_order_relaxed);
+    appended_.fetch_add(records, std::memory_order_relaxed);
+    uint64_t prev = max_batch_.load(std::memory_order_relaxed);
+    while (prev < records && !max_batch_.compare_exchange_weak(prev, records)) {
+    }
+    if (journal_) journal_->Notify();
+    std::lock_guard lock(fail_mu_);
+    if (failures_since_ok_ > 0) {
+      Log()->warn(
+          "audit trail recovered: records are being written again after {} failed "
+          "commit(s)",
+          failures_since_ok_);
+      failures_since_ok_ = 0;
+      unlogged_failures_ = 0;
+      last_failure_log_us_ = 0;
+    }
+    return;
+  }
+  failed_commits_.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lock(fail_mu_);
+  ++failures_since_ok_;
+  const int64_t now = options_.clock_us();
+  if (last_failure_log_us_ != 0 && now - last_failure_log_us_ < options_.failure_log_interval_us) {
+    ++unlogged_failures_;
+    return;
+  }
+  Log()->critical(
+      "AUDIT TRAIL CANNOT BE WRITTEN: {}; {} request(s) refused in this batch, {} failed "
+      "commit(s) since the last success ({} not logged). Key requests are DENIED until the audit "
+      "trail can be written again (free space in {}?)",
+      s.ToString(), records, failures_since_ok_, unlogged_failures_, env_.dir());
+  loud_logs_.fetch_add(1, std::memory_order_relaxed);
+  unlogged_failures_ = 0;
+  last_failure_log_us_ = now;
+}
+
+AuditTrail::Stats AuditTrail::GetStats() const {
+  Stats s;
+  s.appended = appended_.load();
+  s.commits = commits_.load();
+  s.failed_commits = failed_commits_.load();
+  s.in_txn = in_txn_.load();
+  s.max_batch = max_batch_.load();
+  s.loud_logs = loud_logs_.load();
+  return s;
+}
+
+// ---- reading ------------------------------------------------------------------------------------
+
+Result<AuditPage> AuditTrail::List(const AuditFilter& filter) const {
+  if (filter.limit == 0 || filter.limit > kMaxLimit) {
+    return Error(Code::kInvalidArgument, "limit must be 1 to " + std::to_string(kMaxLimit));
+  }
+  KMSFS_ASSIGN_OR_RETURN(ReadTxn txn, env_.BeginRead());
+  AuditPage page;
+  page.next_after = filter.after_sequence;
+  size_t scanned = 0;
+  Status err;
+  const std::string start = filter.after_sequence == 0 ? "" : SequenceKey(filter.after_sequence);
+  KMSFS_RETURN_IF_ERROR(
+      txn.Scan(dbs_.records, "", start, [&](std::string_view k, std::string_view v) {
+        if (page.records.size() == filter.limit || scanned == kScanBudget) {
+          page.more = true;
+          return false;
+        }
+        uint64_t seq = 0;
+        if (!ParseSequenceKey(k, &seq)) {
+          err = Error(Code::kCorrupt, "audit database: malformed key after record " +
+                                          std::to_string(page.next_after));
+          return false;
+        }
+        auto t = DecodeTrailRecord(v);
+        if (!t.ok()) {
+          err = Error(Code::kCorrupt, "record " + std::to_string(seq) + ": " + t.error().message());
+          return false;
+        }
+        ++scanned;
+        page.next_after = seq;
+        if (Matches(t->record, filter)) page.records.push_back(std::move(*t));
+        return true;
+      }));
+  KMSFS_RETURN_IF_ERROR(err);
+  return page;
+}
+
+Result<AuditPage> AuditTrail::Tail(uint64_t after_sequence, size_t limit) const {
+  AuditFilter f;
+  f.after_sequence = after_sequence;
+  f.limit = limit;
+  return List(f);
+}
+
+Result<Checkpoint> AuditTrail::Head() const {
+  KMSFS_ASSIGN_OR_RETURN(ReadTxn txn, env_.BeginRead());
+  KMSFS_ASSIGN_OR_RETURN(Checkpoint head, ReadHeadIn(txn, dbs_.meta));
+  head.time_us = options_.clock_us();
+  return head;
+}
+
+Result<VerifyReport> AuditTrail::VerifyChain(const std::optional<Checkpoint>& against) const {
+  KMSFS_ASSIGN_OR_RETURN(ReadTxn txn, env_.BeginRead());
+  KMSFS_ASSIGN_OR_RETURN(std::optional<Checkpoint> anchor,
+                         ReadPosition(txn, dbs_.meta, kAnchorKey));
+  KMSFS_ASSIGN_OR_RETURN(std::optional<Checkpoint> head, ReadPosition(txn, dbs_.meta, kHeadKey));
+  KMSFS_ASSIGN_OR_RETURN(std::vector<Checkpoint> stored, ReadCheckpoints(txn, dbs_.meta));
+  ChainWalker walker(anchor ? anchor->sequence : 0, anchor ? anchor->hash : crypto::Sha256Digest{},
+                     anchor.has_value());
+  if (against) walker.AddCheckpoint(*against, "checkpoint");
+  for (const Checkpoint& c : stored) walker.AddCheckpoint(c, "stored checkpoint");
+  bool bad_key = false;
+  KMSFS_RETURN_IF_ERROR(txn.Scan(dbs_.records, "", "", [&](std::string_view k, std::string_view v) {
+    uint64_t seq = 0;
+    if (!ParseSequenceKey(k, &seq)) {
+      bad_key = true;
+      return false;
+    }
+    return walker.Feed(seq, v);
+  }));
+  VerifyReport report = walker.Finish(head);
+  if (report.ok && bad_key) {
+    report.ok = false;
+    report.bad_sequence = report.last + 1;
+    report.message = "malformed key after record " + std::to_string(report.last) + " (altered)";
+  }
+  if (report.ok && !head && report.first != 0) {
+    report.ok = false;
+    report.bad_sequence = report.last;
+    report.message = "the head position is missing from audit_meta (altered)";
+  }
+  return report;
+}
+
+// ---- checkpoints, export, prune -----------------------------------------------------------------
+
+Result<Checkpoint> AuditTrail::MakeCheckpoint() {
+  KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_.BeginWrite());
+  KMSFS_ASSIGN_OR_RETURN(Checkpoint head, ReadHeadIn(txn, dbs_.meta));
+  if (head.sequence == 0) return Error(Code::kFailedPrecondition, "the audit trail is empty");
+  head.time_us = options_.clock_us();
+  KMSFS_RETURN_IF_ERROR(txn.Put(dbs_.meta, CheckpointKey(head.sequence), EncodeCheckpoint(head)));
+  KMSFS_RETURN_IF_ERROR(txn.Commit());
+  return head;
+}
+
+Result<std::vector<Checkpoint>> AuditTrail::ListCheckpoints() const {
+  KMSFS_ASSIGN_OR_RETURN(ReadTxn txn, env_.BeginRead());
+  return ReadCheckpoints(txn, dbs_.meta);
+}
+
+Result<Checkpoint> AuditTrail::Export(uint64_t from, uint64_t to, const std::string& path) {
+  Checkpoint cp;
+  {
+    KMSFS_ASSIGN_OR_RETURN(ReadTxn txn, env_.BeginRead());
+    KMSFS_ASSIGN_OR_RETURN(std::optional<Checkpoint> anchor,
+                           ReadPosition(txn, dbs_.meta, kAnchorKey));
+    KMSFS_ASSIGN_OR_RETURN(Checkpoint head, ReadHeadIn(txn, dbs_.meta));
+    const uint64_t first = anchor ? anchor->sequence + 1 : 1;
+    if (from == 0) from = first;
+    if (to == 0) to = head.sequence;
+    if (from < first) {
+      return Error(Code::kFailedPrecondition, "records up to " + std::to_string(first - 1) +
+                                                  " were pruned; export from " +
+                                                  std::to_string(first));
+    }
+    if (to > head.sequence || from > to) {
+      return Error(Code::kInvalidArgument, "nothing to export in " + std::to_string(from) + ".." +
+                                               std::to_string(to) + " (the trail ends at " +
+                                               std::to_string(head.sequence) + ")");
+    }
+    // The chain hash the range continues from.
+    crypto::Sha256Digest start{};
+    if (anchor && from - 1 == anchor->sequence) {
+      start = anchor->hash;
+    } else if (from > 1) {
+      auto prev = txn.Get(dbs_.records, SequenceKey(from - 1));
+      if (!prev.ok()) {
+        return Error(Code::kCorrupt, "record " + std::to_string(from - 1) +
+                                         " (before the range) is unreadable: " +
+                                         prev.error().message() + "; run verify");
+      }
+      KMSFS_ASSIGN_OR_RETURN(TrailRecord p, DecodeTrailRecord(*prev));
+      start = p.hash;
+    }
+    KMSFS_ASSIGN_OR_RETURN(UniqueFd fd, CreateNewFile(path));
+    ScopeExit unlink_on_failure([&] { ::unlink(path.c_str()); });
+    ChainWalker walker(from - 1, start, /*from_anchor=*/false);
+    std::string buf;
+    Status err;
+    KMSFS_RETURN_IF_ERROR(txn.Scan(dbs_.records, "", SequenceKey(from - 1),
+                                   [&](std::string_view k, std::string_view v) {
+                                     uint64_t seq = 0;
+                                     if (ParseSequenceKey(k, &seq) && seq > to) return false;
+                                     if (!ParseSequenceKey(k, &seq) || !walker.Feed(seq, v))
+                                       return false;
+                                     buf.append(v);
+                                     buf.push_back('\n');
+                                     if (buf.size() >= (1u << 20)) {
+                                       err = WriteAll(fd.get(), buf, path);
+                                       buf.clear();
+                                       if (!err.ok()) return false;
+                                     }
+                                     return true;
+                                   }));
+    KMSFS_RETURN_IF_ERROR(err);
+    VerifyReport report = walker.Finish();
+    if (report.ok && walker.last() != to) {
+      report.ok = false;
+      report.message = "sequence gap after " + std::to_string(walker.last()) + ": record " +
+                       std::to_string(walker.last() + 1) + " missing";
+    }
+    if (!report.ok) {
+      return Error(Code::kCorrupt, "not exporting a broken trail: " + report.message);
+    }
+    cp = Checkpoint{to, walker.last_hash(), options_.clock_us()};
+    buf += "{\"Checkpoint\":" + EncodeCheckpoint(cp) + "}\n";
+    KMSFS_RETURN_IF_ERROR(WriteAll(fd.get(), buf, path));
+    KMSFS_RETURN_IF_ERROR(SyncNewFile(fd.get(), path));
+    unlink_on_failure.Dismiss();
+  }
+  // Stored so that Prune can go up to it (what was exported may be pruned).
+  KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_.BeginWrite());
+  KMSFS_RETURN_IF_ERROR(txn.Put(dbs_.meta, CheckpointKey(cp.sequence), EncodeCheckpoint(cp)));
+  KMSFS_RETURN_IF_ERROR(txn.Commit());
+  return cp;
+}
+
+Status AuditTrail::Prune(uint64_t up_to) {
+  KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_.BeginWrite());
+  KMSFS_ASSIGN_OR_RETURN(std::optional<Checkpoint> cp,
+                         ReadPosition(txn, dbs_.meta, CheckpointKey(up_to)));
+  if (!cp) {
+    return Error(Code::kFailedPrecondition,
+                 "no checkpoint at " + std::to_string(up_to) +
+                     ": prune only up to an exported or stored checkpoint (kmsctl audit export)");
+  }
+  KMSFS_ASSIGN_OR_RETURN(std::optional<Checkpoint> anchor,
+                         ReadPosition(txn, dbs_.meta, kAnchorKey));
+  if (anchor && up_to <= anchor->sequence) {
+    return Error(Code::kFailedPrecondition,
+                 "already pruned up to " + std::to_string(anchor->sequence));
+  }
+  auto text = txn.Get(dbs_.records, SequenceKey(up_to));
+  if (!text.ok()) return Error(Code::kCorrupt, "record " + std::to_string(up_to) + " is missing");
+  KMSFS_ASSIGN_OR_RETURN(TrailRecord last, DecodeTrailRecord(*text));
+  if (last.hash != cp->hash) {
+    return Error(Code::kCorrupt, "record " + std::to_string(up_to) +
+                                     " does not match its checkpoint; nothing pruned (run verify)");
+  }
+  std::vector<std::string> doomed;
+  KMSFS_RETURN_IF_ERROR(txn.Scan(dbs_.records, "", "", [&](std::string_view k, std::string_view) {
+    uint64_t seq = 0;
+    if (ParseSequenceKey(k, &seq) && seq > up_to) return false;
+    doomed.emplace_back(k);
+    return true;
+  }));
+  std::vector<std::string> old_checkpoints;
+  KMSFS_RETURN_IF_ERROR(
+      txn.Scan(dbs_.meta, kCheckpointPrefix, "", [&](std::string_view k, std::string_view) {
+        uint64_t seq = 0;
+        if (ParseSequenceKey(k.substr(sizeof kCheckpointPrefix - 1), &seq) && seq >= up_to) {
+          return false;
+        }
+        old_checkpoints.emplace_back(k);
+        return true;
+      }));
+  for (const std::string& k : doomed) KMSFS_RETURN_IF_ERROR(txn.Delete(dbs_.records, k));
+  for (const std::string& k : old_checkpoints) KMSFS_RETURN_IF_ERROR(txn.Delete(dbs_.meta, k));
+  Checkpoint new_anchor{up_to, last.hash, options_.clock_us()};
+  KMSFS_RETURN_IF_ERROR(txn.Put(dbs_.meta, kAnchorKey, EncodeCheckpoint(new_anchor)));
+  KMSFS_RETURN_IF_ERROR(txn.Commit());
+  Log()->info("audit trail pruned up to record {} (anchor kept)", up_to);
+  return Status::Ok();
+}
+
+// ---- checkpoint files ---------------------------------------------------------------------------
+
+Status WriteCheckpointFile(const Checkpoint& checkpoint, const std::string& path) {
+  KMSFS_ASSIGN_OR_RETURN(UniqueFd fd, CreateNewFile(path));
+  ScopeExit unlink_on_failure([&] { ::unlink(path.c_str()); });
+  KMSFS_RETURN_IF_ERROR(WriteAll(fd.get(), EncodeCheckpoint(checkpoint) + "\n", path));
+  KMSFS_RETURN_IF_ERROR(SyncNewFile(fd.get(), path));
+  unlink_on_failure.Dismiss();
+  return Status::Ok();
+}
+
+Result<Checkpoint> ReadCheckpointFile(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Error::FromErrno("open " + path, errno);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Error::FromErrno("stat " + path, errno);
+  // Only the last line matters; an export can be large, so read its tail.
+  const off_t want = std::min<off_t>(st.st_size, off_t{64} * 1024);
+  std::string tail(static_cast<size_t>(want), '\0');
+  size_t got = 0;
+  while (got < tail.size()) {
+    const ssize_t n = ::pread(fd.get(), tail.data() + got, tail.size() - got,
+                              st.st_size - want + static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error::FromErrno("read " + path, errno);
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  tail.resize(got);
+  while (!tail.empty() && (tail.back() == '\n' || tail.back() == '\r')) tail.pop_back();
+  const size_t nl = tail.rfind('\n');
+  const std::string line = nl == std::string::npos ? tail : tail.substr(nl + 1);
+  const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (j.is_object() && j.contains("Checkpoint")) {
+    auto c = DecodeCheckpoint(j["Checkpoint"].dump());
+    if (!c.ok()) return Error(Code::kCorrupt, path + ": " + c.error().message());
+    return c;
+  }
+  auto c = DecodeCheckpoint(line);
+  if (!c.ok()) {
+    return Error(Code::kCorrupt, path +
+                                     " holds no checkpoint (neither a checkpoint file nor an "
+                                     "export ending in one)");
+  }
+  return c;
+}
+
+}  // namespace kmsfs::keyd
