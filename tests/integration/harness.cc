@@ -20,7 +20,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include "common/base/bytes.h"
@@ -36,6 +38,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 int PidfdOpen(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+// What Skip() must clean up: it ends the process with _Exit, so no destructor runs.
+std::mutex g_live_mu;
+std::set<pid_t> g_live_children;         // GUARDED_BY(g_live_mu)
+std::set<std::string> g_live_sandboxes;  // GUARDED_BY(g_live_mu)
 
 std::string ReadFileText(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -104,6 +111,17 @@ std::string CtlBinary() { return KMSFS_CTL_BIN; }
 std::string SourceDir() { return KMSFS_SOURCE_DIR; }
 
 void Skip(const std::string& why) {
+  {
+    std::lock_guard lock(g_live_mu);
+    for (pid_t pid : g_live_children) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+    for (const std::string& root : g_live_sandboxes) {
+      std::error_code ec;
+      std::filesystem::remove_all(root, ec);
+    }
+  }
   std::fprintf(stderr, "SKIPPED: %s\n", why.c_str());
   std::fflush(stderr);
   std::_Exit(77);
@@ -132,6 +150,10 @@ void RequireOpenFiles(size_t n) {
 Child::Child(const std::vector<std::string>& argv, const std::vector<std::string>& env,
              const std::string& log_path) {
   pid_ = Spawn(argv, BaseEnv(env), log_path, log_path);
+  {
+    std::lock_guard lock(g_live_mu);
+    g_live_children.insert(pid_);
+  }
   pidfd_ = UniqueFd(PidfdOpen(pid_));
   REQUIRE(pidfd_.valid());
 }
@@ -141,6 +163,8 @@ Child::~Child() {
     Signal(SIGKILL);
     (void)WaitExit(milliseconds(10'000));
   }
+  std::lock_guard lock(g_live_mu);
+  g_live_children.erase(pid_);
 }
 
 bool Child::running() {
@@ -161,6 +185,8 @@ std::optional<int> Child::WaitExit(milliseconds timeout) {
   int status = 0;
   if (::waitpid(pid_, &status, 0) != pid_) return std::nullopt;
   exit_code_ = DecodeStatus(status);
+  std::lock_guard lock(g_live_mu);
+  g_live_children.erase(pid_);
   return exit_code_;
 }
 
@@ -328,6 +354,10 @@ Sandbox::Sandbox() {
   char tmpl[] = "/tmp/kmsfs-XXXXXX";
   REQUIRE(::mkdtemp(tmpl) != nullptr);
   root_ = tmpl;
+  {
+    std::lock_guard lock(g_live_mu);
+    g_live_sandboxes.insert(root_);
+  }
   // Traversable by other uids (tests run clients as uid 1000 through setpriv); what must stay
   // private inside is private by its own mode (state/ 0700, root.key 0600).
   REQUIRE(::chmod(root_.c_str(), 0755) == 0);
@@ -337,6 +367,8 @@ Sandbox::Sandbox() {
 Sandbox::~Sandbox() {
   std::error_code ec;
   std::filesystem::remove_all(root_, ec);
+  std::lock_guard lock(g_live_mu);
+  g_live_sandboxes.erase(root_);
 }
 
 std::string Sandbox::MakeKeyFile(const std::string& path) {

@@ -24,7 +24,8 @@ std::string CtlBinary();
 std::string SourceDir();
 
 // Ends the test executable with exit code 77, which CTest reports as skipped (SKIP_RETURN_CODE;
-// Catch2 v2 has no SKIP). For missing tools or features, never for failures.
+// Catch2 v2 has no SKIP). For missing tools or features, never for failures. Destructors do not
+// run, so it first kills every Child still running and removes every live Sandbox.
 [[noreturn]] void Skip(const std::string& why);
 // Skip() unless `tool` is found in $PATH. Returns its path.
 std::string RequireTool(const std::string& tool);
