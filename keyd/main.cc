@@ -27,7 +27,7 @@
 #include "common/log/log.h"
 #include "keyd/server/listen_socket.h"
 #include "keyd/server/server.h"
-#include "keyd/audit/simple_audit_sink.h"
+#include "keyd/audit/audit_trail.h"
 #include "keyd/policy/system_name_resolver.h"
 #include "keyd/service/kms_service.h"
 #include "keyd/store/root_key.h"
@@ -81,12 +81,13 @@ struct Wiring {
 Result<Wiring> MakeHandler(KeyStore& store, const Flags& f) {
   Wiring w;
   w.resolver = std::make_unique<SystemNameResolver>();
-  // INTERIM: SimpleAuditSink (durable, one commit per record, no hash chain) until the
-  // hash-chained AuditTrail is wired here instead.
-  KMSFS_ASSIGN_OR_RETURN(std::unique_ptr<SimpleAuditSink> audit,
-                         SimpleAuditSink::Open(store.env()));
+  // The hash-chained, group-committed trail (docs/audit.md): the service's sink and, for
+  // ListAudit/VerifyAudit/..., its reader. Destroyed (with `w`) before the store.
+  KMSFS_ASSIGN_OR_RETURN(std::unique_ptr<AuditTrail> audit, AuditTrail::Open(store.env()));
+  AuditTrail* trail = audit.get();
   w.audit = std::move(audit);
   KmsService::Options options;
+  options.audit_reader = trail;
   options.version = kVersion;
   options.min_pending_window_days = static_cast<uint32_t>(f.min_pending_window_days);
   options.max_pending_window_days = std::max(options.max_pending_window_days,

@@ -41,6 +41,10 @@ enum class Op : uint8_t {
   // kmsfs extensions (no AWS equivalent).
   kListAudit,
   kVerifyAudit,
+  kGetAuditCheckpoint,
+  kExportAudit,
+  kPruneAudit,
+  kTestAccess,
   kBackup,
   kPing,
   kStatus,

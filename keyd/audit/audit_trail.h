@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "common/base/status.h"
+#include "keyd/audit/audit_reader.h"
 #include "keyd/audit/chain_verifier.h"
 #include "keyd/audit/record_codec.h"
 #include "keyd/audit/transactional_audit_sink.h"
@@ -45,26 +46,7 @@ namespace kmsfs::keyd {
 
 class JournalEmitter;
 
-// List's filter; unset fields match everything.
-struct AuditFilter {
-  uint64_t after_sequence = 0;          // records with a larger sequence number
-  std::optional<int64_t> from_time_us;  // Time >= from
-  std::optional<int64_t> to_time_us;    // Time < to
-  std::optional<std::string> key_id;
-  std::optional<uint32_t> uid;             // the principal's uid
-  std::optional<std::string> path_prefix;  // "/a/b" matches "/a/b" and "/a/b/…", not "/a/bc"
-  std::optional<std::string> operation;
-  std::optional<std::string> outcome;
-  size_t limit = 100;  // 1..10000 matches
-};
-
-struct AuditPage {
-  std::vector<TrailRecord> records;
-  uint64_t next_after = 0;  // the last sequence scanned: pass as after_sequence to go on
-  bool more = false;        // the scan stopped at the limit or the scan budget, not at the end
-};
-
-class AuditTrail final : public TransactionalAuditSink {
+class AuditTrail final : public TransactionalAuditSink, public AuditReader {
  public:
   enum class Journal { kAuto, kOff, kOn };  // kAuto: on when log::DetectSink() is the journal
   struct Options {
@@ -106,28 +88,30 @@ class AuditTrail final : public TransactionalAuditSink {
 
   // Matching records in sequence order, scanning at most 100000 records per call.
   // kInvalidArgument for a bad limit; kCorrupt if a scanned record does not decode.
-  Result<AuditPage> List(const AuditFilter& filter) const;
+  Result<AuditPage> List(const AuditFilter& filter) const override;
   // Records after `after_sequence` (for `kmsctl audit tail --follow` polling). limit 1..10000.
   Result<AuditPage> Tail(uint64_t after_sequence, size_t limit) const;
   // The last committed record (or the anchor, or 0/zeros), as a checkpoint stamped now.
-  Result<Checkpoint> Head() const;
+  Result<Checkpoint> Head() const override;
 
   // Walks the whole trail from the anchor (or record 1) in one snapshot, checking each record's
   // hash and link, density and order, the stored head and checkpoints, and `against` (a
   // checkpoint kept elsewhere). A break is a report with ok=false, not an error; errors are I/O.
-  Result<VerifyReport> VerifyChain(const std::optional<Checkpoint>& against = std::nullopt) const;
+  Result<VerifyReport> VerifyChain(
+      const std::optional<Checkpoint>& against = std::nullopt) const override;
 
   // Stores a checkpoint at the current head and returns it (kFailedPrecondition if empty).
-  Result<Checkpoint> MakeCheckpoint();
+  Result<Checkpoint> MakeCheckpoint() override;
   Result<std::vector<Checkpoint>> ListCheckpoints() const;
 
   // Writes records from..to (0 = first / head) as JSON lines to a NEW file `path` (0600,
   // fsync'ed), then {"Checkpoint":{...}} for `to`, and stores that checkpoint. kCorrupt (and no
   // file) if the range does not verify; kFailedPrecondition if `from` was pruned.
-  Result<Checkpoint> Export(uint64_t from_sequence, uint64_t to_sequence, const std::string& path);
+  Result<Checkpoint> Export(uint64_t from_sequence, uint64_t to_sequence,
+                            const std::string& path) override;
   // Deletes records <= `up_to`, which must be a stored checkpoint matching its record, and keeps
   // (up_to, its hash) as the anchor the rest verifies from. kFailedPrecondition otherwise.
-  Status Prune(uint64_t up_to);
+  Status Prune(uint64_t up_to) override;
 
   Stats GetStats() const;
 

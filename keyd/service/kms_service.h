@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "common/base/status.h"
+#include "keyd/audit/audit_reader.h"
 #include "keyd/audit/audit_sink.h"
 #include "keyd/policy/name_resolver.h"
 #include "keyd/rotation/schedule.h"
@@ -49,6 +50,10 @@ class KmsService final : public KmsHandler {
     size_t policy_cache_capacity = 4096;         // compiled policies kept (see PolicyCache)
     size_t max_scheduled_actions_per_run = 100;  // rotations + destructions per RunScheduledWork
     std::string version;                         // reported by Ping/Status; default: build's
+    // The trail behind ListAudit, VerifyAudit, GetAuditCheckpoint, ExportAudit and PruneAudit
+    // (normally the AuditTrail that is also the sink). Not owned; must outlive the service.
+    // nullptr: those operations are UnsupportedOperationException.
+    AuditReader* audit_reader = nullptr;
   };
 
   // `clock` gives unix seconds; give the store the same clock (KeyStore::Options::clock), since

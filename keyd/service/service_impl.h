@@ -87,6 +87,13 @@ class KmsService::Impl {
   OpResult PutKeyPolicy(const json& p, const CallerContext& c, AuditEvent& ev);
   OpResult GetKeyPolicy(const json& p, const CallerContext& c, AuditEvent& ev);
   OpResult Backup(const json& p, const CallerContext& c, AuditEvent& ev);
+  // audit_ops.cc: the audit trail (uid 0 only) and the policy simulator.
+  OpResult ListAudit(const json& p, const CallerContext& c, AuditEvent& ev);
+  OpResult VerifyAudit(const json& p, const CallerContext& c, AuditEvent& ev);
+  OpResult GetAuditCheckpoint(const json& p, const CallerContext& c, AuditEvent& ev);
+  OpResult ExportAudit(const json& p, const CallerContext& c, AuditEvent& ev);
+  OpResult PruneAudit(const json& p, const CallerContext& c, AuditEvent& ev);
+  OpResult TestAccess(const json& p, const CallerContext& c, AuditEvent& ev);
   OpResult Ping(const json& p, const CallerContext& c, AuditEvent& ev);
   OpResult KeydStatus(const json& p, const CallerContext& c, AuditEvent& ev);  // op "Status"
 
@@ -131,6 +138,9 @@ class KmsService::Impl {
   // version that never existed, KMSInternalException (logged) for material that fails to unseal.
   Result<KeyMaterial> MaterialFor(const std::string& key_id, std::optional<uint32_t> version);
   int64_t Now() const { return clock_(); }
+  // Options::audit_reader for a uid-0 caller (fills the audit decision);
+  // UnsupportedOperationException without a reader, AccessDeniedException for anyone else.
+  Result<AuditReader*> AuditAccess(const CallerContext& caller, AuditEvent& ev);
 
   KeyStore* const store_;
   AuditSink* const audit_;
