@@ -22,6 +22,7 @@
 #include "common/ipc/operation.h"
 #include "common/ipc/unix_socket.h"
 #include "keyd/ctl/arguments.h"
+#include "keyd/ctl/audit_commands.h"
 #include "keyd/ctl/output.h"
 
 namespace kmsfs::ctl {
@@ -263,6 +264,8 @@ Exit codes:
   0 ok   1 internal error or unsupported   2 usage or validation error   3 not found
   4 access denied   5 key disabled / pending deletion / unavailable   6 invalid ciphertext
   7 keyd unreachable or timed out   8 already exists
+  9 audit verify: the hash chain is broken (the message names the first bad sequence)
+  test-access exits 0 when the simulated request is allowed and 4 when it is denied.
 Errors are printed as "kmsctl: NotFoundException: <message>" on stderr.
 )";
 }
@@ -399,6 +402,8 @@ int Main(int argc, char** argv) {
     }
   }
 
+  AuditCommands audit_commands(app);  // audit list|tail|verify|..., test-access
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
@@ -411,6 +416,14 @@ int Main(int argc, char** argv) {
   const BoundCommand* cmd = nullptr;
   for (const BoundCommand& c : bound) {
     if (c.app->parsed()) cmd = &c;
+  }
+  if (cmd == nullptr && audit_commands.Parsed()) {
+    auto socket_path = ipc::ResolveSocketPath(socket_flag);
+    if (!socket_path.ok()) {
+      std::fprintf(stderr, "kmsctl: %s\n", socket_path.error().message().c_str());
+      return kExitUsage;
+    }
+    return audit_commands.Run(*socket_path, ParseOutputFormat(output_flag).value());
   }
   if (cmd == nullptr) {
     std::fprintf(stderr, "kmsctl: a subcommand is required (kmsctl --help)\n");
