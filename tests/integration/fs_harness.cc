@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -104,7 +105,11 @@ void ForEachChunk(int fd, size_t overlap, Fn&& fn) {
 
 }  // namespace
 
-std::string KmsfsBinary() { return KMSFS_FS_BIN; }
+std::string KmsfsBinary() {
+  // KMSFS_TEST_KMSFS_BIN runs the same tests against another build of kmsfs (a sanitizer one).
+  const char* other = std::getenv("KMSFS_TEST_KMSFS_BIN");
+  return other != nullptr && *other != '\0' ? other : KMSFS_FS_BIN;
+}
 
 void RequireFuse() {
   if (::access("/dev/fuse", R_OK | W_OK) != 0) Skip("/dev/fuse is not available");

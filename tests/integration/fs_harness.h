@@ -15,6 +15,7 @@
 
 namespace kmsfs::it {
 
+// The kmsfs binary under test ($KMSFS_TEST_KMSFS_BIN overrides the one built with the tests).
 std::string KmsfsBinary();
 
 // Skip() (exit 77) unless this host can mount FUSE file systems: /dev/fuse and fusermount3.

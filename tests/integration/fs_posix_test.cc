@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -380,6 +381,25 @@ TEST_CASE("POSIX operations and their errors through the mount", "[fs][posix]") 
     for (const auto& [n, _] : seen) CHECK_FALSE(n.starts_with("kmsfs."));
     CHECK(S_ISCHR(Lstat(v.P("null")).st_mode));
     CHECK(Lstat(v.P("null")).st_rdev == makedev(1, 3));
+  }
+
+  SECTION("flock and fcntl locks work (the kernel keeps them locally)") {
+    WriteFile(v.P("lk"), "x");
+    const int a = ::open(v.P("lk").c_str(), O_RDWR);
+    const int b = ::open(v.P("lk").c_str(), O_RDWR);
+    REQUIRE(a >= 0);
+    REQUIRE(b >= 0);
+    CHECK(::flock(a, LOCK_EX | LOCK_NB) == 0);
+    CHECK(ErrnoOf(::flock(b, LOCK_EX | LOCK_NB)) == EWOULDBLOCK);
+    CHECK(::flock(a, LOCK_UN) == 0);
+    CHECK(::flock(b, LOCK_EX | LOCK_NB) == 0);
+    struct flock fl{};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_len = 10;
+    CHECK(::fcntl(a, F_SETLK, &fl) == 0);
+    ::close(a);
+    ::close(b);
   }
 
   SECTION("extended attributes: set, get, list, replace, remove, namespaces") {
