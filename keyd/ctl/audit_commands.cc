@@ -68,9 +68,9 @@ std::string RecordLine(const json& r, OutputFormat format) {
   if (format == OutputFormat::kJson) return r.dump() + "\n";
   std::string uid = "-";
   if (r.contains("Principal") && r["Principal"].is_object()) uid = Str(r["Principal"], "Uid");
-  const std::vector<std::string> cols = {Str(r, "Sequence"), Str(r, "Time"), Str(r, "Operation"),
-                                         Str(r, "KeyId"),    uid,            Str(r, "Path"),
-                                         Str(r, "Decision"), Str(r, "Sid"),  Str(r, "Outcome")};
+  const std::vector<std::string> cols = {
+      Str(r, "Sequence"), Str(r, "Time"),     Str(r, "Operation"), Str(r, "KeyId"),  uid,
+      Str(r, "Path"),     Str(r, "Decision"), Str(r, "Sid"),       Str(r, "Outcome")};
   std::string line;
   if (format == OutputFormat::kText) {
     for (size_t i = 0; i < cols.size(); ++i) line += (i ? "\t" : "") + cols[i];
@@ -80,10 +80,9 @@ std::string RecordLine(const json& r, OutputFormat format) {
   for (size_t i = 0; i < cols.size(); ++i) {
     line += cols[i];
     if (kWidths[i] > 0) {
-      line += std::string(cols[i].size() < static_cast<size_t>(kWidths[i])
-                              ? kWidths[i] - cols[i].size() + 1
-                              : 1,
-                          ' ');
+      line += std::string(
+          cols[i].size() < static_cast<size_t>(kWidths[i]) ? kWidths[i] - cols[i].size() + 1 : 1,
+          ' ');
     }
   }
   return line + "\n";

@@ -93,7 +93,8 @@ Result<std::optional<int64_t>> OptTime(const ParamReader& params, std::string_vi
 }
 
 json CheckpointJson(const Checkpoint& c) {
-  return json{{"Sequence", c.sequence}, {"Hash", DigestHex(c.hash)}, {"Time", FormatTime(c.time_us)}};
+  return json{
+      {"Sequence", c.sequence}, {"Hash", DigestHex(c.hash)}, {"Time", FormatTime(c.time_us)}};
 }
 
 // An audit-trail error as the client should see it. The trail's messages name keyd's own files
@@ -186,8 +187,7 @@ OpResult KmsService::Impl::ListAudit(const json& p, const CallerContext& caller,
   return out;
 }
 
-OpResult KmsService::Impl::VerifyAudit(const json& p, const CallerContext& caller,
-                                       AuditEvent& ev) {
+OpResult KmsService::Impl::VerifyAudit(const json& p, const CallerContext& caller, AuditEvent& ev) {
   KMSFS_ASSIGN_OR_RETURN(ParamReader params, ParamReader::Open(p, {"Checkpoint"}));
   KMSFS_ASSIGN_OR_RETURN(AuditReader * reader, AuditAccess(caller, ev));
   std::optional<Checkpoint> against;
@@ -198,9 +198,10 @@ OpResult KmsService::Impl::VerifyAudit(const json& p, const CallerContext& calle
     }
     auto decoded = DecodeCheckpoint(c.dump());
     if (!decoded.ok()) {
-      return ValidationError("Checkpoint must be {\"Sequence\": N, \"Hash\": \"<64 hex>\", "
-                             "\"Time\": \"<RFC 3339>\"} (" +
-                             decoded.error().message() + ")");
+      return ValidationError(
+          "Checkpoint must be {\"Sequence\": N, \"Hash\": \"<64 hex>\", "
+          "\"Time\": \"<RFC 3339>\"} (" +
+          decoded.error().message() + ")");
     }
     against = *decoded;
   }
@@ -228,8 +229,7 @@ OpResult KmsService::Impl::GetAuditCheckpoint(const json& p, const CallerContext
   return out;
 }
 
-OpResult KmsService::Impl::ExportAudit(const json& p, const CallerContext& caller,
-                                       AuditEvent& ev) {
+OpResult KmsService::Impl::ExportAudit(const json& p, const CallerContext& caller, AuditEvent& ev) {
   KMSFS_ASSIGN_OR_RETURN(ParamReader params, ParamReader::Open(p, {"From", "To", "Path"}));
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   KMSFS_ASSIGN_OR_RETURN(std::optional<int64_t> from, params.OptInt("From", 0, kMax));
@@ -290,9 +290,8 @@ OpResult KmsService::Impl::TestAccess(const json& p, const CallerContext& caller
                          LoadAndAuthorize(params, Action::kGetKeyPolicy, caller, ev));
   auto policy = policies_.Get(key.key_id, key.policy);
   if (!policy.ok()) {
-    return ipc::NamedError("KMSInternalException",
-                           "the stored policy of key " + key.key_id +
-                               " cannot be read by this keyd (logged)");
+    return ipc::NamedError("KMSInternalException", "the stored policy of key " + key.key_id +
+                                                       " cannot be read by this keyd (logged)");
   }
   const Principal& me = caller.Effective();
   AuthzRequest r;

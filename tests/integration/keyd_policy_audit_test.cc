@@ -194,10 +194,10 @@ TEST_CASE("policy decisions by principal and path reach the audit trail", "[poli
   CHECK(other.err.find("AccessDeniedException") != std::string::npos);
   CHECK(other.out.find("Plaintext") == std::string::npos);
   // uid 1001 has no statement at all.
-  auto bob = Run(AsUser(1001, 1001,
-                        {CtlBinary(), "--socket", box.socket_path(), "decrypt",
-                         "--ciphertext-blob", "fileb://" + box.Path("app.bin"),
-                         "--encryption-context", "app=alice-app"}));
+  auto bob =
+      Run(AsUser(1001, 1001,
+                 {CtlBinary(), "--socket", box.socket_path(), "decrypt", "--ciphertext-blob",
+                  "fileb://" + box.Path("app.bin"), "--encryption-context", "app=alice-app"}));
   CHECK(bob.exit_code == 4);
 
   // uid 1000 forging OnBehalfOf (root on /alice/x) stays uid 1000 without a path: denied.
@@ -245,8 +245,8 @@ TEST_CASE("policy decisions by principal and path reach the audit trail", "[poli
   CHECK(std::count(tail.out.begin(), tail.out.end(), '\n') == 3);
 
   // Audit reads are for uid 0 only (and the denial is itself audited).
-  auto denied = Run(AsUser(1000, 1000, {CtlBinary(), "--socket", box.socket_path(), "audit",
-                                        "list"}));
+  auto denied =
+      Run(AsUser(1000, 1000, {CtlBinary(), "--socket", box.socket_path(), "audit", "list"}));
   CHECK(denied.exit_code == 4);
   CHECK(denied.err.find("AccessDeniedException") != std::string::npos);
   CHECK(AuditList(box, {"--operation", "ListAudit"}).size() == 1);
@@ -271,8 +271,9 @@ TEST_CASE("policy decisions by principal and path reach the audit trail", "[poli
   CHECK(ctx.exit_code == 0);
   CHECK(ctx.out.rfind("Allow\tAliceApp\t", 0) == 0);
   // Simulating needs kms:GetKeyPolicy, which uid 1000 lacks.
-  auto nosim = Run(AsUser(1000, 1000, {CtlBinary(), "--socket", box.socket_path(), "test-access",
-                                       "--key-id", key, "--action", "kms:Decrypt"}));
+  auto nosim = Run(AsUser(1000, 1000,
+                          {CtlBinary(), "--socket", box.socket_path(), "test-access", "--key-id",
+                           key, "--action", "kms:Decrypt"}));
   CHECK(nosim.exit_code == 4);
   CHECK(nosim.err.find("AccessDeniedException") != std::string::npos);
 
@@ -280,8 +281,8 @@ TEST_CASE("policy decisions by principal and path reach the audit trail", "[poli
   WriteFile(box.Path("bad.json"),
             R"({"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*",)"
             R"("Action":["kms:Decrypt","kms:Decrpyt"]}]})");
-  auto bad = box.Ctl({"put-key-policy", "--key-id", key, "--policy",
-                      "file://" + box.Path("bad.json")});
+  auto bad =
+      box.Ctl({"put-key-policy", "--key-id", key, "--policy", "file://" + box.Path("bad.json")});
   CHECK(bad.exit_code == 2);
   CHECK(bad.err.find("Statement[0].Action[1]") != std::string::npos);
   auto got = box.Ctl({"get-key-policy", "--key-id", key});

@@ -109,7 +109,8 @@ TEST_CASE("ListAudit filters and pages", "[service][audit]") {
   CHECK(h.Ok("ListAudit", {{"PathPrefix", "/alice/secret"}})["Records"].size() == 1);
   CHECK(h.Ok("ListAudit", {{"KeyId", key}, {"Operation", "Decrypt"}})["Records"].size() == 3);
   CHECK(h.Ok("ListAudit", {{"StartTime", "1970-01-01T00:00:00Z"},
-                           {"EndTime", "2999-01-01T00:00:00+02:00"}})["Records"].size() == 5);
+                           {"EndTime", "2999-01-01T00:00:00+02:00"}})["Records"]
+            .size() == 5);
   CHECK(h.Ok("ListAudit", {{"StartTime", "2999-01-01T00:00:00.5Z"}})["Records"].empty());
   const json page = h.Ok("ListAudit", {{"Limit", 2}});
   CHECK(page["Records"].size() == 2);
@@ -128,7 +129,8 @@ TEST_CASE("ListAudit filters and pages", "[service][audit]") {
 TEST_CASE("VerifyAudit, checkpoints, export and prune", "[service][audit]") {
   TrailHarness h;
   const std::string key = h.Ok("CreateKey")["KeyMetadata"]["KeyId"];
-  for (int i = 0; i < 3; ++i) h.Ok("GenerateDataKeyWithoutPlaintext", {{"KeyId", key}, {"KeySpec", "AES_256"}});
+  for (int i = 0; i < 3; ++i)
+    h.Ok("GenerateDataKeyWithoutPlaintext", {{"KeyId", key}, {"KeySpec", "AES_256"}});
   json v = h.Ok("VerifyAudit");
   CHECK(v["Ok"] == true);
   CHECK(v["First"] == 1);
