@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <exception>
 #include <map>
@@ -388,7 +390,19 @@ int Main(int argc, char** argv) {
           b.option = cmd.app->add_option(o.flag, b.values, help);
           break;
         case Kind::kInt:
-          b.option = cmd.app->add_option(o.flag, b.number, help)->check(CLI::PositiveNumber);
+          // Our own check: CLI11's PositiveNumber prints "not in range 0.000000 to 1.79e308".
+          b.option = cmd.app->add_option(o.flag, b.number, help)
+                         ->check(CLI::Validator(
+                             [](std::string& v) -> std::string {
+                               char* end = nullptr;
+                               errno = 0;
+                               const long long n = std::strtoll(v.c_str(), &end, 10);
+                               if (errno != 0 || end == v.c_str() || *end != '\0' || n < 1) {
+                                 return "must be a positive integer, got '" + v + "'";
+                               }
+                               return std::string();
+                             },
+                             "POSITIVE", "positive integer"));
           break;
         default:
           b.option = cmd.app->add_option(o.flag, b.value, help);
