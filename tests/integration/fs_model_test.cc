@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -24,8 +25,6 @@
 #include <string>
 #include <vector>
 
-#include <catch2/catch.hpp>
-
 #include "tests/integration/fs_harness.h"
 
 namespace kmsfs::it {
@@ -34,8 +33,8 @@ namespace {
 constexpr uint64_t kDefaultSeed = 0x6b6d7366'00000004;  // "kmsf", issue 4
 constexpr int kDefaultOps = 3000;
 constexpr int kFullCompareEvery = 100;
-constexpr int kRemounts = 3;                  // spread evenly over the run
-constexpr size_t kMaxOffset = 600 * 1024;     // beyond one group (512 KiB of plaintext)
+constexpr int kRemounts = 3;               // spread evenly over the run
+constexpr size_t kMaxOffset = 600 * 1024;  // beyond one group (512 KiB of plaintext)
 constexpr size_t kMaxWrite = 70 * 1024;
 constexpr size_t kPage = 4096;
 
@@ -51,7 +50,8 @@ struct Inode {
 uint64_t SeedFromEnv() {
   const char* s = std::getenv("KMSFS_MODEL_SEED");
   if (s == nullptr || *s == '\0') return kDefaultSeed;
-  if (std::string(s) == "random") return std::random_device{}() * 0x100000001ull ^ std::random_device{}();
+  if (std::string(s) == "random")
+    return std::random_device{}() * 0x100000001ull ^ std::random_device{}();
   return std::strtoull(s, nullptr, 0);
 }
 
@@ -78,8 +78,8 @@ std::string PreadAll(int fd, size_t off, size_t len) {
 void PwriteAll(int fd, const std::string& data, size_t off) {
   size_t done = 0;
   while (done < data.size()) {
-    const ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done,
-                               static_cast<off_t>(off + done));
+    const ssize_t n =
+        ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(off + done));
     INFO("pwrite: " << std::strerror(errno));
     REQUIRE(n > 0);
     done += static_cast<size_t>(n);
@@ -177,10 +177,17 @@ class Model {
   size_t Offset() {
     size_t off = USize(0, kMaxOffset);
     switch (Uniform(0, 5)) {
-      case 0: off -= off % kPage; break;
-      case 1: off = off - off % kPage + (off >= kPage ? kPage - 1 : 0); break;
-      case 2: off = 512 * 1024 - USize(0, 2) * kPage + USize(0, 2); break;  // the group edge
-      default: break;
+      case 0:
+        off -= off % kPage;
+        break;
+      case 1:
+        off = off - off % kPage + (off >= kPage ? kPage - 1 : 0);
+        break;
+      case 2:
+        off = 512 * 1024 - USize(0, 2) * kPage + USize(0, 2);
+        break;  // the group edge
+      default:
+        break;
     }
     return off;
   }
@@ -190,7 +197,9 @@ class Model {
     std::advance(it, Uniform(0, static_cast<int>(names_.size()) - 1));
     return it->first;
   }
-  std::string RandomName() { return kNames[static_cast<size_t>(Uniform(0, static_cast<int>(kNames.size()) - 1))]; }
+  std::string RandomName() {
+    return kNames[static_cast<size_t>(Uniform(0, static_cast<int>(kNames.size()) - 1))];
+  }
   int LinkCount(const Inode* inode) const {
     int n = 0;
     for (const auto& [name, i] : names_) n += i.get() == inode;
@@ -271,10 +280,18 @@ class Model {
     std::string& m = names_.at(name)->data;
     size_t size = 0;
     switch (Uniform(0, 3)) {
-      case 0: size = m.size() / 2; break;                          // down
-      case 1: size = m.size() + USize(1, 3 * kPage); break;        // up, a hole or two
-      case 2: size = Offset(); break;                               // anywhere
-      default: size = m.size() - m.size() % kPage; break;           // to a block boundary
+      case 0:
+        size = m.size() / 2;
+        break;  // down
+      case 1:
+        size = m.size() + USize(1, 3 * kPage);
+        break;  // up, a hole or two
+      case 2:
+        size = Offset();
+        break;  // anywhere
+      default:
+        size = m.size() - m.size() % kPage;
+        break;  // to a block boundary
     }
     REQUIRE(::ftruncate(Fd(name), static_cast<off_t>(size)) == 0);
     const size_t old = m.size();
@@ -403,8 +420,8 @@ class Model {
 TEST_CASE("random operations on the mount agree with an in-memory model", "[fs][model]") {
   const uint64_t seed = SeedFromEnv();
   const int ops = OpsFromEnv();
-  INFO("model seed " << seed << " (replay: KMSFS_MODEL_SEED=" << seed << " KMSFS_MODEL_OPS="
-                     << ops << ")");
+  INFO("model seed " << seed << " (replay: KMSFS_MODEL_SEED=" << seed << " KMSFS_MODEL_OPS=" << ops
+                     << ")");
   MountedVolume v;
   REQUIRE(::mkdir(v.P("d0").c_str(), 0755) == 0);
   REQUIRE(::mkdir(v.P("d1").c_str(), 0755) == 0);

@@ -8,14 +8,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
 
 #include "tests/integration/fs_harness.h"
 
@@ -117,7 +116,7 @@ const char* kPolicy = R"({"Version": "2012-10-17", "Statement": [
   {"Sid": "NotBobs", "Effect": "Deny", "Principal": {"Uid": 1000}, "Action": "kms:*",
    "Resource": "*", "Condition": {"StringLike": {"kmsfs:Path": "/bob/**"}}}]})";
 
-TEST_CASE("policy at open: uid 1000 opens /alice/**, gets EACCES under /bob, all audited",
+TEST_CASE("policy at open: uid 1000 opens under /alice, gets EACCES under /bob, all audited",
           "[fs][policy][audit]") {
   MountedVolume v(AllowOther());
   auto put = v.box.Ctl({"put-key-policy", "--key-id", v.key_id, "--policy", kPolicy});
@@ -179,7 +178,8 @@ TEST_CASE("policy at open: uid 1000 opens /alice/**, gets EACCES under /bob, all
     }
     // The cats' records name the cat executable.
     size_t by_cat = 0;
-    for (const json& r : allowed) by_cat += r["Principal"].value("Executable", "").ends_with("/cat");
+    for (const json& r : allowed)
+      by_cat += r["Principal"].value("Executable", "").ends_with("/cat");
     CHECK(by_cat == 3);
   }
   {

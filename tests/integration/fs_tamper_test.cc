@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -15,8 +16,6 @@
 #include <set>
 #include <string>
 #include <vector>
-
-#include <catch2/catch.hpp>
 
 #include "tests/integration/fs_harness.h"
 
@@ -314,8 +313,7 @@ TEST_CASE("tamper: swapping two blocks with their entries within a file is EIO f
   CHECK(v.mount->Unmount());
 }
 
-TEST_CASE("tamper: headers swapped between two files leave both unreadable (EIO)",
-          "[fs][tamper]") {
+TEST_CASE("tamper: headers swapped between two files leave both unreadable (EIO)", "[fs][tamper]") {
   MountedVolume v;
   const std::string a = Pattern(kSmall, 6);
   const std::string b = Pattern(kSmall, 7);
@@ -343,8 +341,7 @@ TEST_CASE("tamper: headers swapped between two files leave both unreadable (EIO)
   CHECK(v.mount->Unmount());
 }
 
-TEST_CASE("tamper: a block and its entry transplanted from another file are EIO",
-          "[fs][tamper]") {
+TEST_CASE("tamper: a block and its entry transplanted from another file are EIO", "[fs][tamper]") {
   MountedVolume v;
   const std::string a = Pattern(kSmall, 8);
   const std::string b = Pattern(kSmall, 9);
@@ -411,7 +408,8 @@ TEST_CASE("tamper: truncating the backing file at a block boundary is EIO at the
     CHECK(ReadBlocks(v.P("t"), data, 10) == AllOkBut(10, {9}));
     CHECK(ReadWhole(v.P("t"), data) == EIO);
   }
-  SECTION("group 1's only block dropped with its metadata page: group 0's last block is not FINAL") {
+  SECTION(
+      "group 1's only block dropped with its metadata page: group 0's last block is not FINAL") {
     const std::string data = Pattern(129 * kPage, 13);
     const std::string backing = WriteAndLocate(v, "t", data);
     REQUIRE(BackingSize(backing) == DataOffset(128) + kPage);
@@ -469,7 +467,7 @@ TEST_CASE("tamper: a block appended from another file is EIO at the end", "[fs][
   CHECK(v.mount->Unmount());
 }
 
-TEST_CASE("tamper: a flipped encrypted name hides the entry; the original name is ENOENT",
+TEST_CASE("tamper: a flipped encrypted name hides the entry, and the original name is ENOENT",
           "[fs][tamper]") {
   MountedVolume v;
   const std::string bdir =
@@ -540,17 +538,20 @@ TEST_CASE("tamper: an edited kmsfs.conf makes the mount fail clearly", "[fs][tam
   const std::vector<Case> cases = {
       {"Mac", edit_field("Mac", next_hex)},
       {"VolumeId", edit_field("VolumeId", next_hex)},
-      {"CreatedAt", edit_field("CreatedAt", [](std::string& c, size_t at) {
-         c[at + 3] = c[at + 3] == '0' ? '1' : '0';  // the year's last digit
-       })},
-      {"KeyId (another valid key)", edit_field("KeyId", [&](std::string& c, size_t at) {
-         const size_t end = c.find('"', at);
-         c.replace(at, end - at, other_key);
-       })},
-      {"NameKeyBlob", edit_field("NameKeyBlob", [](std::string& c, size_t at) {
-         char& ch = c[at + 120];  // inside the wrapped key's ciphertext
-         ch = ch == 'A' ? 'B' : 'A';
-       })},
+      {"CreatedAt", edit_field("CreatedAt",
+                               [](std::string& c, size_t at) {
+                                 c[at + 3] = c[at + 3] == '0' ? '1' : '0';  // the year's last digit
+                               })},
+      {"KeyId (another valid key)", edit_field("KeyId",
+                                               [&](std::string& c, size_t at) {
+                                                 const size_t end = c.find('"', at);
+                                                 c.replace(at, end - at, other_key);
+                                               })},
+      {"NameKeyBlob", edit_field("NameKeyBlob",
+                                 [](std::string& c, size_t at) {
+                                   char& ch = c[at + 120];  // inside the wrapped key's ciphertext
+                                   ch = ch == 'A' ? 'B' : 'A';
+                                 })},
   };
   for (const Case& c : cases) {
     INFO("edited: " << c.what);
