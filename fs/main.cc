@@ -109,7 +109,8 @@ int RunInfo(const std::string& cipherdir) {
             << "KeyId:     " << config->key_id << "\n"
             << "BlockSize: " << config->block_size << "\n"
             << "Features:  " << features << "\n"
-            << "CreatedAt: " << config->created_at << "\n"
+            << "CreatedAt: " << config->created_at
+            << "\n"
             // Honest about what this is: checking the MAC needs the name key, i.e. keyd.
             << "Verified:  no (read without keys; `kmsfs mount` verifies the config's MAC)\n";
   return 0;
@@ -307,8 +308,8 @@ int RunCli(int argc, char** argv) {
   init->add_option("CIPHERDIR", init_dir)->required();
 
   std::string info_dir;
-  auto* info = app.add_subcommand(
-      "info", "Show a volume's config (read without keys, so unauthenticated)");
+  auto* info =
+      app.add_subcommand("info", "Show a volume's config (read without keys, so unauthenticated)");
   info->add_option("CIPHERDIR", info_dir)->required();
 
   MountRequest req;
@@ -338,8 +339,7 @@ int RunCli(int argc, char** argv) {
 }
 
 bool IsSubcommand(const char* a) {
-  return std::strcmp(a, "init") == 0 || std::strcmp(a, "info") == 0 ||
-         std::strcmp(a, "mount") == 0;
+  return std::strcmp(a, "init") == 0 || std::strcmp(a, "info") == 0 || std::strcmp(a, "mount") == 0;
 }
 
 }  // namespace

@@ -23,9 +23,9 @@ struct Filesystem::DirHandle {
   ~DirHandle() {
     if (dp != nullptr) ::closedir(dp);
   }
-  std::mutex mu;        // the kernel may send two readdirs on one handle concurrently
-  DIR* dp = nullptr;    // guarded by mu
-  off_t offset = 0;     // guarded by mu: the backing d_off after the last entry we returned
+  std::mutex mu;      // the kernel may send two readdirs on one handle concurrently
+  DIR* dp = nullptr;  // guarded by mu
+  off_t offset = 0;   // guarded by mu: the backing d_off after the last entry we returned
   format::Id128 dir_id{};
 };
 
@@ -53,8 +53,8 @@ void Filesystem::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       });
 }
 
-void Filesystem::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                         fuse_file_info* fi, bool plus) {
+void Filesystem::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+                         bool plus) {
   Inode* inode = InodeOf(ino);
   auto* h = FromFh<DirHandle>(fi->fh);
   std::string out;
@@ -127,7 +127,7 @@ void Filesystem::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
               break;
             }
           } else {
-            struct stat st{};
+            struct stat st {};
             st.st_ino = de->d_ino;  // the backing inode number, as getattr's st_ino
             st.st_mode = static_cast<mode_t>(de->d_type) << 12;
             entsize = fuse_add_direntry(req, p, rem, plain.c_str(), &st, de->d_off);

@@ -22,8 +22,8 @@
 namespace kmsfs::fs {
 
 struct Filesystem::RemovedDirId {
-  UniqueFd dir_fd;                   // the directory being removed (O_RDONLY)
-  std::optional<format::Id128> id;   // its id, if it had one and we unlinked it
+  UniqueFd dir_fd;                  // the directory being removed (O_RDONLY)
+  std::optional<format::Id128> id;  // its id, if it had one and we unlinked it
 };
 
 Status Filesystem::ChownNew(fuse_req_t req, Inode* parent, const std::string& backing_name,
@@ -110,7 +110,8 @@ Result<fuse_entry_param> Filesystem::MakeEntry(fuse_req_t req, Inode* parent, co
   } else {
     rc = ::mknodat(parent->fd(), backing, mode, rdev);
   }
-  if (rc != 0) return SysError(symlink_target ? "symlink" : S_ISDIR(mode) ? "mkdir" : "mknod", errno);
+  if (rc != 0)
+    return SysError(symlink_target ? "symlink" : S_ISDIR(mode) ? "mkdir" : "mknod", errno);
   UniqueFd new_dir;
   ScopeExit undo_entry([&] {
     if (new_dir) ::unlinkat(new_dir.get(), std::string(format::kDirIdName).c_str(), 0);
@@ -127,8 +128,7 @@ Result<fuse_entry_param> Filesystem::MakeEntry(fuse_req_t req, Inode* parent, co
       if (::fchmod(new_dir.get(), final_mode) != 0) return SysError("mkdir: chmod", errno);
     }
   }
-  KMSFS_RETURN_IF_ERROR(ChownNew(req, parent, enc.backing_name,
-                                 symlink_target ? S_IFLNK : mode));
+  KMSFS_RETURN_IF_ERROR(ChownNew(req, parent, enc.backing_name, symlink_target ? S_IFLNK : mode));
   KMSFS_ASSIGN_OR_RETURN(fuse_entry_param e, LookupBacking(parent, enc.backing_name, name));
   undo_entry.Dismiss();
   undo_side.Dismiss();
@@ -139,8 +139,7 @@ void Filesystem::MkNod(fuse_req_t req, fuse_ino_t parent, const char* name, mode
                        dev_t rdev) {
   Inode* dir = InodeOf(parent);
   Answer(
-      req, "mknod", dir->id().ino,
-      [&]() { return MakeEntry(req, dir, name, mode, rdev, nullptr); },
+      req, "mknod", dir->id().ino, [&]() { return MakeEntry(req, dir, name, mode, rdev, nullptr); },
       [](fuse_req_t r, const fuse_entry_param& e) { fuse_reply_entry(r, &e); });
 }
 
@@ -152,8 +151,7 @@ void Filesystem::MkDir(fuse_req_t req, fuse_ino_t parent, const char* name, mode
       [](fuse_req_t r, const fuse_entry_param& e) { fuse_reply_entry(r, &e); });
 }
 
-void Filesystem::Symlink(fuse_req_t req, const char* target, fuse_ino_t parent,
-                         const char* name) {
+void Filesystem::Symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
   Inode* dir = InodeOf(parent);
   Answer(
       req, "symlink", dir->id().ino,
@@ -161,8 +159,7 @@ void Filesystem::Symlink(fuse_req_t req, const char* target, fuse_ino_t parent,
       [](fuse_req_t r, const fuse_entry_param& e) { fuse_reply_entry(r, &e); });
 }
 
-void Filesystem::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent,
-                      const char* new_name) {
+void Filesystem::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
   Inode* inode = InodeOf(ino);
   Inode* dir = InodeOf(new_parent);
   Answer(
@@ -272,8 +269,8 @@ void Filesystem::RmDir(fuse_req_t req, fuse_ino_t parent, const char* name) {
   });
 }
 
-void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent, const char* name,
-                        fuse_ino_t new_parent, const char* new_name, unsigned int flags) {
+void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+                        const char* new_name, unsigned int flags) {
   Inode* dir = InodeOf(parent);
   Inode* new_dir = InodeOf(new_parent);
   AnswerEmpty(req, "rename", dir->id().ino, [&]() -> Status {
@@ -307,8 +304,8 @@ void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent, const char* name,
       if (replaced) RestoreDirId(*replaced);
       return side;
     }
-    if (::renameat2(dir->fd(), src.backing_name.c_str(), new_dir->fd(),
-                    dst.backing_name.c_str(), flags) != 0) {
+    if (::renameat2(dir->fd(), src.backing_name.c_str(), new_dir->fd(), dst.backing_name.c_str(),
+                    flags) != 0) {
       const int err = errno;
       if (side_created) RemoveSideFile(new_dir, dst);
       if (replaced) RestoreDirId(*replaced);

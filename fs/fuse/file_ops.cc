@@ -157,8 +157,7 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
       });
 }
 
-void Filesystem::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                      fuse_file_info* fi) {
+void Filesystem::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   Inode* inode = InodeOf(ino);
   std::vector<uint8_t>* buf = nullptr;
   Answer(
@@ -170,7 +169,7 @@ void Filesystem::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         // FileContent zeroes the buffer when a block fails authentication: no plaintext of a
         // failed read is ever sent.
         return inode->open_file->content().Read(std::span<uint8_t>(buf->data(), size),
-                                              static_cast<uint64_t>(off));
+                                                static_cast<uint64_t>(off));
       },
       [&buf](fuse_req_t r, size_t n) {
         fuse_reply_buf(r, reinterpret_cast<const char*>(buf->data()), n);
@@ -201,8 +200,7 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t 
         std::shared_lock io(inode->io_mu);
         if (!inode->writable) return Errno(EBADF, "write: read-only state");
         // All of it or an error: FileContent never writes short.
-        KMSFS_RETURN_IF_ERROR(
-            inode->open_file->content().Write(bytes, static_cast<uint64_t>(off)));
+        KMSFS_RETURN_IF_ERROR(inode->open_file->content().Write(bytes, static_cast<uint64_t>(off)));
         return size;
       },
       [](fuse_req_t r, size_t n) { fuse_reply_write(r, n); });

@@ -1,8 +1,6 @@
 // Filesystem: the kmsfs FUSE operations — plaintext names, contents and keys over a backing tree.
 #pragma once
 
-#include "fs/fuse/reply.h"  // FUSE_USE_VERSION + <fuse_lowlevel.h>
-
 #include <sys/stat.h>
 
 #include <cstdint>
@@ -14,12 +12,13 @@
 #include "common/base/unique_fd.h"
 #include "common/format/ids.h"
 #include "fs/core/data_key_source.h"
-#include "fs/core/name_codec.h"
-#include "fs/core/volume.h"
 #include "fs/core/file_header_io.h"
+#include "fs/core/name_codec.h"
 #include "fs/core/open_file_table.h"
 #include "fs/core/posix_backing_file.h"
+#include "fs/core/volume.h"
 #include "fs/fuse/inode_table.h"
+#include "fs/fuse/reply.h"  // FUSE_USE_VERSION + <fuse_lowlevel.h>
 
 namespace kmsfs::fs {
 
@@ -69,8 +68,7 @@ class Filesystem {
               const char* new_name, unsigned int flags);
   void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name);
   void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
-  void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
-              fuse_file_info* fi);
+  void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
   void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
   void Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
              fuse_file_info* fi);
@@ -85,8 +83,8 @@ class Filesystem {
   void ReleaseDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void FSyncDir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
   void StatFs(fuse_req_t req, fuse_ino_t ino);
-  void SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
-                size_t size, int flags);
+  void SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags);
   void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
   void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size);
   void RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name);
@@ -127,13 +125,12 @@ class Filesystem {
   // a non-root mount cannot chown and leaves them to the mounting user, as any process would.
   // `mode` is the new object's type and mode (set-id bits cleared by chown are put back).
   Status ChownNew(fuse_req_t req, Inode* parent, const std::string& backing_name, mode_t mode);
-  Result<fuse_entry_param> MakeEntry(fuse_req_t req, Inode* parent, const char* name,
-                                     mode_t mode, dev_t rdev, const char* symlink_target);
+  Result<fuse_entry_param> MakeEntry(fuse_req_t req, Inode* parent, const char* name, mode_t mode,
+                                     dev_t rdev, const char* symlink_target);
   // Creates a regular file (O_EXCL: kAlreadyExists if the name is taken) with a fresh header
   // and data key, and returns its open state (read-write). Nothing is left behind on failure.
-  Result<std::unique_ptr<OpenFile>> CreateRegular(fuse_req_t req, Inode* parent,
-                                                     const char* name, const Encoded& enc,
-                                                     mode_t mode);
+  Result<std::unique_ptr<OpenFile>> CreateRegular(fuse_req_t req, Inode* parent, const char* name,
+                                                  const Encoded& enc, mode_t mode);
   // rmdir's emptiness rule: a backing directory holding only kmsfs.dirid (and orphaned
   // long-name side files, removed here) is empty; kIo(ENOTEMPTY) otherwise. Unlinks the dir id
   // so the backing rmdir/rename can proceed; RestoreDirId puts it back if that fails.
@@ -154,7 +151,7 @@ class Filesystem {
   DataKeySource* const keys_;
   const FilesystemOptions options_;
   const dev_t root_dev_;
-  const bool as_root_;  // geteuid() == 0: chown new objects to their creator
+  const bool as_root_;     // geteuid() == 0: chown new objects to their creator
   const bool long_names_;  // the volume has feature "long-names"
   InodeTable inodes_;
 };

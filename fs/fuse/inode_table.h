@@ -57,10 +57,10 @@ class Inode {
   // read under either. We keep our own count rather than OpenFileTable's because a state may be
   // upgraded from a read-only to a read-write backing fd (`writable`).
   std::unique_ptr<OpenFile> open_file;
-  bool writable = false;                    // open_file's backing fd is O_RDWR; as open_file
-  int open_count = 0;                       // guarded by mu
-  std::optional<format::Id128> dir_id;      // guarded by mu; directories, read once
-  std::optional<format::Id128> file_id;     // guarded by mu; regular files, for xattrs
+  bool writable = false;                 // open_file's backing fd is O_RDWR; as open_file
+  int open_count = 0;                    // guarded by mu
+  std::optional<format::Id128> dir_id;   // guarded by mu; directories, read once
+  std::optional<format::Id128> file_id;  // guarded by mu; regular files, for xattrs
 
  private:
   friend class InodeTable;
@@ -68,10 +68,10 @@ class Inode {
   const BackingId id_;
   const mode_t type_;
   // Guarded by InodeTable::mu_:
-  uint64_t nlookup_ = 0;    // the kernel's lookup count
-  uint64_t child_refs_ = 0; // inodes whose parent_ is this one (keeps paths computable)
-  Inode* parent_ = nullptr; // where it was last looked up, created or renamed to
-  std::string name_;        // plaintext name in parent_ (never logged)
+  uint64_t nlookup_ = 0;     // the kernel's lookup count
+  uint64_t child_refs_ = 0;  // inodes whose parent_ is this one (keeps paths computable)
+  Inode* parent_ = nullptr;  // where it was last looked up, created or renamed to
+  std::string name_;         // plaintext name in parent_ (never logged)
 };
 
 // Thread-safe. Owns every Inode.

@@ -81,8 +81,7 @@ constexpr fuse_lowlevel_ops kOps = [] {
   ops.readdir = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
     Fs(req)->ReadDir(req, ino, size, off, fi, /*plus=*/false);
   };
-  ops.readdirplus = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                       fuse_file_info* fi) {
+  ops.readdirplus = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
     Fs(req)->ReadDir(req, ino, size, off, fi, /*plus=*/true);
   };
   ops.releasedir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -93,9 +92,8 @@ constexpr fuse_lowlevel_ops kOps = [] {
   };
   ops.statfs = [](fuse_req_t req, fuse_ino_t ino) { Fs(req)->StatFs(req, ino); };
   ops.setxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
-                    size_t size, int flags) {
-    Fs(req)->SetXattr(req, ino, name, value, size, flags);
-  };
+                    size_t size,
+                    int flags) { Fs(req)->SetXattr(req, ino, name, value, size, flags); };
   ops.getxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
     Fs(req)->GetXattr(req, ino, name, size);
   };
@@ -167,6 +165,7 @@ Result<std::unique_ptr<FuseMount>> FuseMount::Mount(Volume* volume, DataKeySourc
   for (auto& a : argv_store) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   impl->session = fuse_session_new(&args, &kOps, sizeof(kOps), impl->fs.get());
+  fuse_opt_free_args(&args);  // the parser may have copied them; ours stay in argv_store
   if (impl->session == nullptr) {
     return Error(Code::kInvalidArgument, "libfuse rejected the mount options (see above)");
   }

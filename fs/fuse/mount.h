@@ -12,14 +12,14 @@
 namespace kmsfs::fs {
 
 struct FuseMountOptions {
-  std::string cipherdir;   // shown as the mount's source (fsname) in /proc/self/mountinfo
+  std::string cipherdir;  // shown as the mount's source (fsname) in /proc/self/mountinfo
   std::string mountpoint;
   // Options for libfuse and the kernel, one per element ("allow_other", "ro", "nodev", ...).
   // default_permissions is always added: the kernel enforces modes, keyd's policy comes on top.
   std::vector<std::string> fuse_options;
-  bool debug = false;          // libfuse request tracing to stderr
-  unsigned max_threads = 10;   // worker threads of the session loop
-  double timeout = 1.0;        // kernel attribute/entry cache, seconds
+  bool debug = false;         // libfuse request tracing to stderr
+  unsigned max_threads = 10;  // worker threads of the session loop
+  double timeout = 1.0;       // kernel attribute/entry cache, seconds
 };
 
 // Keeps libfuse out of every header but fs/fuse's own: main.cc sees only this class.

@@ -36,10 +36,19 @@ std::string Unescape(std::string_view s) {
 }
 
 bool IsFstabOnly(std::string_view o) {
-  static constexpr std::string_view kDropped[] = {
-      "",      "defaults", "auto",    "noauto", "user", "users",
-      "nouser", "owner",   "group",   "nofail", "_netdev", "rw",
-      "default_permissions"};
+  static constexpr std::string_view kDropped[] = {"",
+                                                  "defaults",
+                                                  "auto",
+                                                  "noauto",
+                                                  "user",
+                                                  "users",
+                                                  "nouser",
+                                                  "owner",
+                                                  "group",
+                                                  "nofail",
+                                                  "_netdev",
+                                                  "rw",
+                                                  "default_permissions"};
   for (auto d : kDropped) {
     if (o == d) return true;
   }

@@ -14,11 +14,11 @@
 namespace kmsfs::fs {
 
 struct SplitOptions {
-  std::vector<std::string> fuse;            // for libfuse and the kernel, in order
-  std::optional<std::string> socket;        // socket=PATH: keyd's socket
+  std::vector<std::string> fuse;                         // for libfuse and the kernel, in order
+  std::optional<std::string> socket;                     // socket=PATH: keyd's socket
   std::optional<std::chrono::milliseconds> key_timeout;  // key_timeout=SECONDS (may be 0.5)
-  std::optional<uid_t> keyd_uid;            // keyd_uid=N: the uid keyd must run as (default 0)
-  bool debug = false;                       // debug: libfuse request tracing
+  std::optional<uid_t> keyd_uid;  // keyd_uid=N: the uid keyd must run as (default 0)
+  bool debug = false;             // debug: libfuse request tracing
 };
 
 // Parses the values of every -o given (each "a,b,c"; '\,' is a literal comma). Ours are taken

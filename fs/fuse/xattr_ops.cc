@@ -72,10 +72,9 @@ void Filesystem::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, cons
   AnswerEmpty(req, "setxattr", inode->id().ino, [&]() -> Status {
     KMSFS_RETURN_IF_ERROR(CheckXattrName(req, name, /*for_write=*/true));
     KMSFS_ASSIGN_OR_RETURN(format::Id128 id, XattrIdOf(inode));
-    KMSFS_ASSIGN_OR_RETURN(
-        Bytes stored,
-        volume_->names().EncryptXattr(
-            id, name, ByteSpan(reinterpret_cast<const uint8_t*>(value), size)));
+    KMSFS_ASSIGN_OR_RETURN(Bytes stored,
+                           volume_->names().EncryptXattr(
+                               id, name, ByteSpan(reinterpret_cast<const uint8_t*>(value), size)));
     const ProcPath proc(inode->fd());
     if (::setxattr(proc.c_str(), name, stored.data(), stored.size(), flags) != 0) {
       return SysError("setxattr", errno);
@@ -143,10 +142,11 @@ void Filesystem::ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
         const bool privileged = fuse_req_ctx(req)->uid == 0;
         for (size_t pos = 0; pos < raw.size();) {
           const size_t end = raw.find('\0', pos);
-          const std::string_view n(raw.data() + pos, (end == std::string::npos ? raw.size() : end) - pos);
+          const std::string_view n(raw.data() + pos,
+                                   (end == std::string::npos ? raw.size() : end) - pos);
           const Namespace ns = NamespaceOf(n);
-          if (ns == Namespace::kUser || (ns == Namespace::kPrivileged && privileged &&
-                                         !n.starts_with("security."))) {
+          if (ns == Namespace::kUser ||
+              (ns == Namespace::kPrivileged && privileged && !n.starts_with("security."))) {
             names.append(n);
             names.push_back('\0');
           }

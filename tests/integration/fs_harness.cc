@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -20,8 +21,6 @@
 #include <fstream>
 #include <set>
 #include <sstream>
-
-#include <catch2/catch.hpp>
 
 #include "common/ipc/deadline.h"
 
@@ -64,9 +63,8 @@ std::string UnescapeMountinfo(const std::string& s) {
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '\\' && i + 3 < s.size()) {
       const std::string oct = s.substr(i + 1, 3);
-      if (oct.size() == 3 && std::all_of(oct.begin(), oct.end(), [](char c) {
-            return c >= '0' && c <= '7';
-          })) {
+      if (oct.size() == 3 &&
+          std::all_of(oct.begin(), oct.end(), [](char c) { return c >= '0' && c <= '7'; })) {
         out.push_back(static_cast<char>(std::stoi(oct, nullptr, 8)));
         i += 3;
         continue;
@@ -138,8 +136,8 @@ std::string CreateKey(Sandbox& box) {
 
 std::string InitVolume(Sandbox& box, const std::string& key_id, const std::string& cipherdir) {
   std::filesystem::create_directories(cipherdir);
-  auto r = Run({KmsfsBinary(), "init", "--key-id", key_id, "--socket", box.socket_path(),
-                cipherdir});
+  auto r =
+      Run({KmsfsBinary(), "init", "--key-id", key_id, "--socket", box.socket_path(), cipherdir});
   INFO("kmsfs init: " << r.out << r.err);
   REQUIRE(r.exit_code == 0);
   std::string id = r.out;

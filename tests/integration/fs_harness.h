@@ -38,15 +38,14 @@ std::string InitVolume(Sandbox& box, const std::string& key_id, const std::strin
 class Mount {
  public:
   struct Options {
-    std::vector<std::string> o;       // -o values
-    std::vector<std::string> args;    // extra arguments before CIPHERDIR
-    std::vector<std::string> env;     // extra environment
+    std::vector<std::string> o;         // -o values
+    std::vector<std::string> args;      // extra arguments before CIPHERDIR
+    std::vector<std::string> env;       // extra environment
     std::vector<std::string> launcher;  // prefix, e.g. AsUser(1000, 1000, {})
     bool wait_ready = true;
     std::chrono::milliseconds ready_timeout{20'000};
   };
-  Mount(Sandbox& box, const std::string& cipherdir, const std::string& mountpoint,
-        Options options);
+  Mount(Sandbox& box, const std::string& cipherdir, const std::string& mountpoint, Options options);
   Mount(Sandbox& box, const std::string& cipherdir, const std::string& mountpoint)
       : Mount(box, cipherdir, mountpoint, Options{}) {}
   ~Mount();

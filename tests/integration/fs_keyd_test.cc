@@ -6,11 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
 #include <string>
-
-#include <catch2/catch.hpp>
 
 #include "tests/integration/fs_harness.h"
 
@@ -180,7 +179,8 @@ TEST_CASE("a root-run allow_other mount serves several users", "[fs][keyd][users
   CheckLog(v.mount->Log());
 }
 
-TEST_CASE("an unprivileged user's own mount (through fusermount3)", "[fs][keyd][users]") {
+TEST_CASE("an unprivileged user's own mount (through fusermount3)",
+          "[fs][keyd][users][unprivileged]") {
   RequireFuse();
   RequireTool("setpriv");
   struct stat dev;
@@ -200,15 +200,18 @@ TEST_CASE("an unprivileged user's own mount (through fusermount3)", "[fs][keyd][
     std::filesystem::create_directories(box.Path(d));
     REQUIRE(::chown(box.Path(d).c_str(), 1000, 1000) == 0);
   }
-  auto init = Run(AsUser(1000, 1000, {KmsfsBinary(), "init", "--key-id", key, "--socket",
-                                      box.socket_path(), box.Path("cipher")}));
+  auto init = Run(AsUser(
+      1000, 1000,
+      {KmsfsBinary(), "init", "--key-id", key, "--socket", box.socket_path(), box.Path("cipher")}));
   INFO(init.err);
   REQUIRE(init.exit_code == 0);
   Mount::Options o;
   o.launcher = AsUser(1000, 1000, {});
   Mount m(box, box.Path("cipher"), box.Path("mnt"), o);
-  auto w = Run(AsUser(1000, 1000, {"sh", "-c", "echo mine > " + m.Path("f") + " && cat " +
-                                                   m.Path("f") + " && mkdir " + m.Path("d")}));
+  auto w = Run(AsUser(
+      1000, 1000,
+      {"sh", "-c",
+       "echo mine > " + m.Path("f") + " && cat " + m.Path("f") + " && mkdir " + m.Path("d")}));
   INFO(w.err);
   CHECK(w.out == "mine\n");
   struct stat st;
@@ -219,8 +222,7 @@ TEST_CASE("an unprivileged user's own mount (through fusermount3)", "[fs][keyd][
   CheckLog(m.Log());
 }
 
-TEST_CASE("kmsfs mount without -f daemonizes after mounting and reports failures",
-          "[fs][cli]") {
+TEST_CASE("kmsfs mount without -f daemonizes after mounting and reports failures", "[fs][cli]") {
   RequireFuse();
   Sandbox box;
   auto keyd = box.StartKeyd();
@@ -230,19 +232,18 @@ TEST_CASE("kmsfs mount without -f daemonizes after mounting and reports failures
   const std::string mnt = std::filesystem::canonical(box.Path("mnt")).string();
 
   SECTION("a mount that cannot work fails in the foreground of the caller") {
-    auto r = Run({KmsfsBinary(), "mount", "--socket", box.Path("no-such.sock"),
-                  box.Path("cipher"), mnt});
+    auto r = Run(
+        {KmsfsBinary(), "mount", "--socket", box.Path("no-such.sock"), box.Path("cipher"), mnt});
     CHECK(r.exit_code == 7);  // key service unavailable
     CHECK(r.err.find("key service") != std::string::npos);
     CHECK_FALSE(IsMounted(mnt));
-    auto bad_dir = Run({KmsfsBinary(), "mount", "--socket", box.socket_path(),
-                        box.Path("nothing"), mnt});
+    auto bad_dir =
+        Run({KmsfsBinary(), "mount", "--socket", box.socket_path(), box.Path("nothing"), mnt});
     CHECK(bad_dir.exit_code != 0);
     CHECK_FALSE(IsMounted(mnt));
   }
   SECTION("a good mount returns 0 once mounted, and the daemon serves it") {
-    auto r = Run({KmsfsBinary(), "mount", "--socket", box.socket_path(), box.Path("cipher"),
-                  mnt});
+    auto r = Run({KmsfsBinary(), "mount", "--socket", box.socket_path(), box.Path("cipher"), mnt});
     INFO(r.err);
     CHECK(r.exit_code == 0);
     CHECK(IsMounted(mnt));
@@ -263,8 +264,9 @@ TEST_CASE("mount.kmsfs and mount -t fuse.kmsfs (fstab style)", "[fs][cli]") {
   const std::string mnt = std::filesystem::canonical(box.Path("mnt")).string();
   const std::string helper = std::filesystem::path(KmsfsBinary()).parent_path() / "mount.kmsfs";
   // fstab-only options are accepted and ignored; ours are taken out; the rest goes to FUSE.
-  const std::string opts = "defaults,nofail,_netdev,x-systemd.automount,noauto,rw,socket=" +
-                           box.socket_path() + ",key_timeout=5";
+  const std::string opts =
+      "defaults,nofail,_netdev,x-systemd.automount,noauto,rw,socket=" + box.socket_path() +
+      ",key_timeout=5";
 
   SECTION("mount.kmsfs CIPHERDIR MOUNTPOINT -o ...") {
     auto r = Run({helper, box.Path("cipher"), mnt, "-o", opts});

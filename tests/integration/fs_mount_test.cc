@@ -6,14 +6,13 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cstdint>
 #include <filesystem>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <catch2/catch.hpp>
 
 #include "tests/integration/fs_harness.h"
 
@@ -104,12 +103,18 @@ TEST_CASE("the backing directory holds no plaintext contents or names", "[fs][mo
   REQUIRE(::symlink(target.c_str(), v.P("link-" + name).c_str()) == 0);
   REQUIRE(::setxattr(v.P(dir + "/" + name).c_str(), "user.note", xattr_value.data(),
                      xattr_value.size(), 0) == 0);
-  REQUIRE(::setxattr(v.P(dir).c_str(), "user.note", xattr_value.data(), xattr_value.size(),
-                     0) == 0);
+  REQUIRE(::setxattr(v.P(dir).c_str(), "user.note", xattr_value.data(), xattr_value.size(), 0) ==
+          0);
 
-  const std::vector<std::string> needles = {contents.substr(0, 20), name, dir, target,
-                                            xattr_value, long_name, "LongPlaintextName",
-                                            "secret-plan", "eagle has landed"};
+  const std::vector<std::string> needles = {contents.substr(0, 20),
+                                            name,
+                                            dir,
+                                            target,
+                                            xattr_value,
+                                            long_name,
+                                            "LongPlaintextName",
+                                            "secret-plan",
+                                            "eagle has landed"};
   auto check_backing = [&] {
     const auto found = TreeContains(v.cipherdir, needles);
     for (const auto& f : found) FAIL_CHECK("plaintext in the backing directory: " << f);

@@ -12,16 +12,15 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <catch2/catch.hpp>
 #include <cstring>
 #include <filesystem>
-#include <atomic>
 #include <map>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <catch2/catch.hpp>
 
 #include "tests/integration/fs_harness.h"
 
@@ -243,13 +242,15 @@ TEST_CASE("POSIX operations and their errors through the mount", "[fs][posix]") 
     const int fd = ::open(v.P("m").c_str(), O_RDWR);
     REQUIRE(fd >= 0);
     const size_t len = 3 * 4096 + 100;
-    char* shared = static_cast<char*>(::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    char* shared =
+        static_cast<char*>(::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
     REQUIRE(shared != MAP_FAILED);
     CHECK(shared[5000] == 'a');
     std::memcpy(shared + 4090, "SHARED-WRITE", 12);  // across a block boundary
     REQUIRE(::msync(shared, len, MS_SYNC) == 0);
     ::munmap(shared, len);
-    char* priv = static_cast<char*>(::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0));
+    char* priv =
+        static_cast<char*>(::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0));
     REQUIRE(priv != MAP_FAILED);
     CHECK(std::string(priv + 4090, 12) == "SHARED-WRITE");
     std::memcpy(priv, "PRIVATE", 7);
@@ -369,9 +370,9 @@ TEST_CASE("POSIX operations and their errors through the mount", "[fs][posix]") 
     seen.erase(".");
     seen.erase("..");
     CHECK(seen.size() == 6);
-    const std::map<std::string, unsigned char> types = {
-        {"dir", DT_DIR}, {"file", DT_REG}, {"link", DT_LNK},
-        {"fifo", DT_FIFO}, {"null", DT_CHR}, {name255, DT_REG}};
+    const std::map<std::string, unsigned char> types = {{"dir", DT_DIR},  {"file", DT_REG},
+                                                        {"link", DT_LNK}, {"fifo", DT_FIFO},
+                                                        {"null", DT_CHR}, {name255, DT_REG}};
     for (const auto& [n, t] : types) {
       INFO(n.substr(0, 20));
       REQUIRE(seen.count(n) == 1);
@@ -393,7 +394,7 @@ TEST_CASE("POSIX operations and their errors through the mount", "[fs][posix]") 
     CHECK(ErrnoOf(::flock(b, LOCK_EX | LOCK_NB)) == EWOULDBLOCK);
     CHECK(::flock(a, LOCK_UN) == 0);
     CHECK(::flock(b, LOCK_EX | LOCK_NB) == 0);
-    struct flock fl{};
+    struct flock fl {};
     fl.l_type = F_WRLCK;
     fl.l_whence = SEEK_SET;
     fl.l_len = 10;
