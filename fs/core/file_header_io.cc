@@ -54,8 +54,16 @@ Result<FileKey> OpenFileKey(BackingFile* backing, const Volume& volume, DataKeyS
   KMSFS_ASSIGN_OR_RETURN(format::FileHeader header, format::ParseFileHeader(page));
   FileKey key;
   key.file_id = header.file_id;
-  KMSFS_ASSIGN_OR_RETURN(key.dek,
-                         keys->Decrypt(header.wrapped_dek, volume.FileContext(header.file_id), who));
+  auto dek = keys->Decrypt(header.wrapped_dek, volume.FileContext(header.file_id), who);
+  if (!dek.ok()) {
+    // A header whose wrapped key names a key keyd has never had was edited (or belongs to a
+    // state that is not this keyd's): that is a damaged file (EIO), not a missing file (ENOENT).
+    if (dek.error().code() == Code::kNotFound) {
+      return Error(Code::kCorrupt, "file header names a key that keyd does not have");
+    }
+    return dek.error();
+  }
+  key.dek = std::move(dek).value();
   if (key.dek.size() != kDekLen) {
     return Error(Code::kInternal, "key source returned a data key that is not 32 bytes");
   }
