@@ -17,5 +17,7 @@ esac
 cmake -S "$root" -B "$dir" -G Ninja -DKMSFS_WERROR="$werror" "${args[@]}" "$@" >/dev/null
 targets=()
 [[ $flavour == fuzz ]] && targets=(fuzzers)   # only the libFuzzer targets in the clang build
+# The sanitizer build runs the unit suites (test.sh); integration tests use the release build.
+[[ $flavour == asan && -z ${KMSFS_ASAN_ALL:-} ]] && targets=(unit_common unit_keyd unit_fs)
 ninja -C "$dir" -j "$jobs" "${targets[@]}"
 echo "$dir"
