@@ -3,33 +3,14 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "common/base/utf8.h"
+
 namespace kmsfs::keyd::policy_internal {
 
 size_t Utf8SequenceLen(std::string_view s, size_t pos) {
-  const auto b = [&](size_t i) { return static_cast<uint8_t>(s[i]); };
-  const uint8_t c = b(pos);
-  if (c < 0x80) return 1;
-  size_t len;
-  uint8_t lo = 0x80, hi = 0xBF;  // allowed range of the second byte (rejects overlongs/surrogates)
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return 1;
-  }
-  if (pos + len > s.size()) return 1;
-  if (b(pos + 1) < lo || b(pos + 1) > hi) return 1;
-  for (size_t i = 2; i < len; ++i) {
-    if ((b(pos + i) & 0xC0) != 0x80) return 1;
-  }
-  return len;
+  // The policy text helpers step over an invalid byte one at a time (and sanitize it).
+  const size_t n = kmsfs::Utf8SequenceLen(s, pos);
+  return n == 0 ? 1 : n;
 }
 
 void AppendSanitized(std::string* out, std::string_view s, size_t max_bytes) {
