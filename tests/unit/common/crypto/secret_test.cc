@@ -3,8 +3,14 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "tests/catch.h"
 
@@ -20,19 +26,87 @@ static_assert(!std::is_copy_constructible_v<MasterKey>);
 static_assert(!std::is_convertible_v<Dek, MasterKey>);
 static_assert(!std::is_constructible_v<MasterKey, Dek&&>);
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kUnderAsan = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kUnderAsan = true;
+#else
+constexpr bool kUnderAsan = false;
+#endif
+#else
+constexpr bool kUnderAsan = false;
+#endif
+
 bool PageAligned(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE)) == 0;
 }
 
-TEST_CASE("SecretBytes storage is zeroed, page-aligned and sized", "[crypto][secret]") {
-  SecretBytes s(40);
+// The VmFlags of the mapping holding `p` (from /proc/self/smaps), e.g. {"rd","wr","lo","dd"};
+// empty if no mapping holds it.
+std::set<std::string> MappingFlags(const void* p) {
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+      inside = lo <= addr && addr < hi;
+      continue;
+    }
+    if (inside && line.rfind("VmFlags:", 0) == 0) {
+      std::istringstream flags(line.substr(8));
+      std::set<std::string> out;
+      for (std::string f; flags >> f;) out.insert(f);
+      return out;
+    }
+  }
+  return {};
+}
+
+TEST_CASE("SecretBytes storage is zeroed, sized, undumpable and locked", "[crypto][secret]") {
+  SecretBytes s(40);  // a pooled slot (keys and DEKs are this small)
   REQUIRE(s.size() == 40);
   CHECK_FALSE(s.empty());
-  CHECK(PageAligned(s.data()));
   for (size_t i = 0; i < s.size(); ++i) CHECK(s.data()[i] == 0);
-  SecretBytes big(3 * 4096 + 1);
+  SecretBytes big(3 * 4096 + 1);  // a page run of its own
   CHECK(PageAligned(big.data()));
   big.data()[big.size() - 1] = 7;  // the whole requested range is writable
+  for (const SecretBytes* secret : {&s, &big}) {
+    const std::set<std::string> flags = MappingFlags(secret->data());
+    CHECK(flags.count("dd") == 1);                          // MADV_DONTDUMP: never in a core dump
+    if (!MlockEverFailed()) CHECK(flags.count("lo") == 1);  // mlock'ed: never swapped
+  }
+}
+
+TEST_CASE("A freed small secret's slot is wiped before anyone gets it again", "[crypto][secret]") {
+  for (size_t size : {1, 32, 64, 65, 256, 1000, 1024, 1025}) {
+    std::vector<const uint8_t*> seen;
+    for (int round = 0; round < 3; ++round) {
+      SecretBytes a(size);
+      for (size_t i = 0; i < size; ++i) CHECK(a.data()[i] == 0);
+      std::memset(a.data(), 0xA5, size);
+      seen.push_back(a.data());
+    }
+    // The pool hands a freed slot out again (LIFO), so the zero checks above ran on a slot that
+    // held 0xA5 a moment before. Under ASan each secret has its own pages instead.
+    if (!kUnderAsan && size <= 1024) {  // larger secrets have page runs of their own
+      CHECK(seen[0] == seen[1]);
+      CHECK(seen[1] == seen[2]);
+    }
+  }
+  // Many live secrets at once spill over into more chunks; all distinct, all zeroed.
+  std::vector<SecretBytes> many;
+  for (int i = 0; i < 3000; ++i) many.emplace_back(32);
+  std::set<const uint8_t*> distinct;
+  for (const SecretBytes& m : many) {
+    distinct.insert(m.data());
+    CHECK(m.data()[31] == 0);
+  }
+  CHECK(distinct.size() == many.size());
 }
 
 TEST_CASE("SecretBytes of size zero owns nothing", "[crypto][secret]") {
