@@ -21,7 +21,7 @@ using internal::AppendU32;
 using Json = nlohmann::json;
 
 constexpr std::string_view kKnownFeatures[] = {kFeatureInterleavedMetaV1, kFeatureSivNames,
-                                               kFeatureLongNames};
+                                               kFeatureLongNames, kFeatureHeaderLinks};
 constexpr std::string_view kMandatoryFeatures[] = {kFeatureInterleavedMetaV1, kFeatureSivNames};
 constexpr std::string_view kFields[] = {"Format",   "VolumeId",    "KeyId",     "BlockSize",
                                         "Features", "NameKeyBlob", "CreatedAt", "Mac"};

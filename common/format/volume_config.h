@@ -19,6 +19,10 @@ namespace kmsfs::format {
 inline constexpr char kFeatureInterleavedMetaV1[] = "interleaved-meta-v1";
 inline constexpr char kFeatureSivNames[] = "siv-names";
 inline constexpr char kFeatureLongNames[] = "long-names";
+// "header-links" (optional, written by every `kmsfs init` since it exists): each file header
+// carries link tags binding it to its directory entries, and an open through an entry whose tag
+// is missing is EIO (docs/format.md §6.2). Volumes without it do not check or write tags.
+inline constexpr char kFeatureHeaderLinks[] = "header-links";
 
 // Larger input is rejected before JSON parsing; a real config is well under 1 KiB.
 inline constexpr size_t kMaxVolumeConfigSize = 64 * 1024;

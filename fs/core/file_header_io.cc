@@ -1,6 +1,9 @@
 #include "fs/core/file_header_io.h"
 
+#include <algorithm>
+#include <cerrno>
 #include <utility>
+#include <vector>
 
 #include "common/crypto/random.h"
 #include "common/format/file_header.h"
@@ -11,11 +14,28 @@ namespace {
 
 constexpr size_t kDekLen = 32;
 
+Result<format::FileHeader> ReadHeader(BackingFile* backing) {
+  Bytes page(format::FileHeader::kSize);
+  KMSFS_ASSIGN_OR_RETURN(size_t got, backing->PRead(page, 0));
+  if (got != page.size()) return Error(Code::kCorrupt, "file header: backing file is truncated");
+  return format::ParseFileHeader(page);
+}
+
+Result<bool> HeaderHasLink(const format::FileHeader& header, const Volume& volume,
+                           const LinkName& link) {
+  KMSFS_ASSIGN_OR_RETURN(format::LinkTag tag,
+                         volume.LinkTagFor(header.file_id, link.dir_id, link.backing_name));
+  return header.HasLink(tag);
+}
+
 }  // namespace
 
 Result<FileKey> CreateFile(BackingFile* backing, const Volume& volume, DataKeySource* keys,
-                           const Requester& who) {
+                           const Requester& who, const LinkName* link) {
   KMSFS_CHECK(backing != nullptr && keys != nullptr);
+  if (volume.links_enabled() && link == nullptr) {
+    return Error(Code::kInvalidArgument, "a new file needs its first link in this volume");
+  }
   KMSFS_ASSIGN_OR_RETURN(uint64_t size, backing->Size());
   if (size != 0) return Error(Code::kFailedPrecondition, "new backing file is not empty");
 
@@ -32,10 +52,17 @@ Result<FileKey> CreateFile(BackingFile* backing, const Volume& volume, DataKeySo
   format::FileHeader header;
   header.file_id = key.file_id;
   header.wrapped_dek = std::move(dek.wrapped);
+  if (volume.links_enabled()) {
+    // The first link goes into slot 0 with seq 1, in the same write as the key region.
+    KMSFS_ASSIGN_OR_RETURN(format::LinkTag tag,
+                           volume.LinkTagFor(key.file_id, link->dir_id, link->backing_name));
+    header.links_seq = 1;
+    header.links = {tag};
+  }
   auto page = format::SerializeFileHeader(header);
   if (!page.ok()) {
-    return Error(Code::kInternal, "key source returned an unusable wrapped key: " +
-                                      page.error().message());
+    return Error(Code::kInternal,
+                 "key source returned an unusable wrapped key: " + page.error().message());
   }
   KMSFS_RETURN_IF_ERROR(backing->PWrite(*page, 0));
   KMSFS_ASSIGN_OR_RETURN(auto content,
@@ -46,12 +73,17 @@ Result<FileKey> CreateFile(BackingFile* backing, const Volume& volume, DataKeySo
 }
 
 Result<FileKey> OpenFileKey(BackingFile* backing, const Volume& volume, DataKeySource* keys,
-                            const Requester& who) {
+                            const Requester& who, const LinkName* via) {
   KMSFS_CHECK(backing != nullptr && keys != nullptr);
-  Bytes page(format::FileHeader::kSize);
-  KMSFS_ASSIGN_OR_RETURN(size_t got, backing->PRead(page, 0));
-  if (got != page.size()) return Error(Code::kCorrupt, "file header: backing file is truncated");
-  KMSFS_ASSIGN_OR_RETURN(format::FileHeader header, format::ParseFileHeader(page));
+  KMSFS_ASSIGN_OR_RETURN(format::FileHeader header, ReadHeader(backing));
+  if (volume.links_enabled() && via != nullptr) {
+    // Before keyd: a file that is not linked here gets no unwrap (and no audit record of one).
+    KMSFS_ASSIGN_OR_RETURN(bool linked, HeaderHasLink(header, volume, *via));
+    if (!linked) {
+      return Error(Code::kCorrupt,
+                   "file header is not linked under this name (a file copied or moved over it)");
+    }
+  }
   FileKey key;
   key.file_id = header.file_id;
   auto dek = keys->Decrypt(header.wrapped_dek, volume.FileContext(header.file_id), who);
@@ -68,6 +100,47 @@ Result<FileKey> OpenFileKey(BackingFile* backing, const Volume& volume, DataKeyS
     return Error(Code::kInternal, "key source returned a data key that is not 32 bytes");
   }
   return key;
+}
+
+Result<bool> HasLink(BackingFile* backing, const Volume& volume, const LinkName& link) {
+  KMSFS_CHECK(backing != nullptr);
+  KMSFS_ASSIGN_OR_RETURN(format::FileHeader header, ReadHeader(backing));
+  if (!volume.links_enabled()) return true;
+  return HeaderHasLink(header, volume, link);
+}
+
+Status UpdateLinks(BackingFile* backing, const Volume& volume, const LinkName* add,
+                   const LinkName* remove, bool sync, size_t max_links) {
+  KMSFS_CHECK(backing != nullptr);
+  if (!volume.links_enabled() || (add == nullptr && remove == nullptr)) return Status::Ok();
+  KMSFS_ASSIGN_OR_RETURN(format::FileHeader header, ReadHeader(backing));
+  std::vector<format::LinkTag> links = header.links;
+  bool changed = false;
+  if (remove != nullptr) {
+    KMSFS_ASSIGN_OR_RETURN(format::LinkTag tag,
+                           volume.LinkTagFor(header.file_id, remove->dir_id, remove->backing_name));
+    const auto it = std::find(links.begin(), links.end(), tag);
+    if (it != links.end()) {
+      links.erase(it);
+      changed = true;
+    }
+  }
+  if (add != nullptr) {
+    KMSFS_ASSIGN_OR_RETURN(format::LinkTag tag,
+                           volume.LinkTagFor(header.file_id, add->dir_id, add->backing_name));
+    if (std::find(links.begin(), links.end(), tag) == links.end()) {
+      if (links.size() >= std::min(max_links, format::FileHeader::kMaxLinkTags)) {
+        return Error(Code::kInvalidArgument, "too many links to one file", EMLINK);
+      }
+      links.push_back(tag);
+      changed = true;
+    }
+  }
+  if (!changed) return Status::Ok();
+  KMSFS_ASSIGN_OR_RETURN(format::LinksWrite w, format::PrepareLinksWrite(header, std::move(links)));
+  KMSFS_RETURN_IF_ERROR(backing->PWrite(w.bytes, w.offset));
+  if (sync) KMSFS_RETURN_IF_ERROR(backing->Sync(/*data_only=*/true));
+  return Status::Ok();
 }
 
 }  // namespace kmsfs::fs

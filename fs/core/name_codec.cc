@@ -1,5 +1,6 @@
 #include "fs/core/name_codec.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <mutex>
 #include <utility>
@@ -19,6 +20,7 @@ namespace {
 constexpr char kNamesInfo[] = "kmsfs/v1/names";
 constexpr char kConfigMacInfo[] = "kmsfs/v1/config-mac";
 constexpr char kXattrInfo[] = "kmsfs/v1/xattr";
+constexpr char kLinksInfo[] = "kmsfs/v1/links";
 // One SIV AAD component of 7 bytes: it can never equal a 16-byte dir id (format.md §8.6).
 constexpr std::string_view kSymlinkAad = "symlink";
 constexpr size_t kMaxStoredSymlink = 4095;  // PATH_MAX - 1
@@ -40,12 +42,18 @@ std::string ToString(const Bytes& b) { return std::string(AsChars(b)); }
 }  // namespace
 
 struct NameCodec::Impl {
-  Impl(crypto::Aes256Siv s, crypto::Aes256Gcm x, crypto::SecretBytes m, bool l)
-      : siv(std::move(s)), xattr(std::move(x)), mac_key(std::move(m)), long_names(l) {}
+  Impl(crypto::Aes256Siv s, crypto::Aes256Gcm x, crypto::SecretBytes m, crypto::SecretBytes k,
+       bool l)
+      : siv(std::move(s)),
+        xattr(std::move(x)),
+        mac_key(std::move(m)),
+        link_key(std::move(k)),
+        long_names(l) {}
   std::mutex mu;
   crypto::Aes256Siv siv;    // guarded by mu
   crypto::Aes256Gcm xattr;  // guarded by mu
   const crypto::SecretBytes mac_key;
+  const crypto::SecretBytes link_key;
   const bool long_names;
 };
 
@@ -60,12 +68,13 @@ Result<std::unique_ptr<NameCodec>> NameCodec::Create(const crypto::SecretBytes& 
   KMSFS_ASSIGN_OR_RETURN(crypto::SecretBytes mac_key, Derive(name_key, kConfigMacInfo, 32));
   KMSFS_ASSIGN_OR_RETURN(crypto::SecretBytes xattr_key,
                          Derive(name_key, kXattrInfo, crypto::kGcmKeyLen));
+  KMSFS_ASSIGN_OR_RETURN(crypto::SecretBytes link_key, Derive(name_key, kLinksInfo, 32));
   // The cipher contexts hold their own key schedules; the derived bytes are wiped as the
   // SecretBytes go out of scope.
   KMSFS_ASSIGN_OR_RETURN(crypto::Aes256Siv siv, crypto::Aes256Siv::Create(siv_key.span()));
   KMSFS_ASSIGN_OR_RETURN(crypto::Aes256Gcm xattr, crypto::Aes256Gcm::Create(xattr_key.span()));
   return std::unique_ptr<NameCodec>(new NameCodec(std::make_unique<Impl>(
-      std::move(siv), std::move(xattr), std::move(mac_key), long_names)));
+      std::move(siv), std::move(xattr), std::move(mac_key), std::move(link_key), long_names)));
 }
 
 bool NameCodec::long_names() const { return impl_->long_names; }
@@ -154,7 +163,8 @@ Result<std::string> NameCodec::DecryptSymlink(std::string_view stored) {
   if (stored.size() > kMaxStoredSymlink) return Error(Code::kCorrupt, "symlink target: too long");
   auto sealed = format::Base64UrlDecode(stored);
   if (!sealed.ok()) return Error(Code::kCorrupt, "symlink target: not base64url");
-  if (sealed->size() <= crypto::kSivTagLen) return Error(Code::kCorrupt, "symlink target: too short");
+  if (sealed->size() <= crypto::kSivTagLen)
+    return Error(Code::kCorrupt, "symlink target: too short");
   Result<Bytes> plain = Error(Code::kInternal, "unset");
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
@@ -201,8 +211,7 @@ Result<Bytes> NameCodec::EncryptXattr(const format::Id128& file_id, std::string_
   crypto::RandomBytes(nonce);
   const Bytes aad = XattrAad(file_id, name);
   std::lock_guard<std::mutex> lock(impl_->mu);
-  KMSFS_RETURN_IF_ERROR(impl_->xattr.Seal(nonce, aad, value,
-                                          {out.data() + kNonceLen, value.size()},
+  KMSFS_RETURN_IF_ERROR(impl_->xattr.Seal(nonce, aad, value, {out.data() + kNonceLen, value.size()},
                                           {out.data() + kNonceLen + value.size(), kTagLen}));
   return out;
 }
@@ -223,7 +232,8 @@ Result<Bytes> NameCodec::DecryptXattr(const format::Id128& file_id, std::string_
                            stored.subspan(kNonceLen + len), out);
   }
   if (!st.ok()) {
-    if (st.code() == Code::kCorrupt) return Error(Code::kCorrupt, "xattr value: does not authenticate");
+    if (st.code() == Code::kCorrupt)
+      return Error(Code::kCorrupt, "xattr value: does not authenticate");
     return st.error();
   }
   return out;
@@ -231,6 +241,13 @@ Result<Bytes> NameCodec::DecryptXattr(const format::Id128& file_id, std::string_
 
 std::array<uint8_t, 32> NameCodec::ConfigMac(ByteSpan data) const {
   return crypto::HmacSha256(impl_->mac_key.span(), data);
+}
+
+format::LinkTag NameCodec::LinkTag(ByteSpan mac_input) const {
+  const crypto::Sha256Digest mac = crypto::HmacSha256(impl_->link_key.span(), mac_input);
+  format::LinkTag tag;
+  std::copy_n(mac.begin(), tag.size(), tag.begin());
+  return tag;
 }
 
 }  // namespace kmsfs::fs

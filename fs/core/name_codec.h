@@ -9,6 +9,7 @@
 #include "common/base/bytes.h"
 #include "common/base/status.h"
 #include "common/crypto/secret.h"
+#include "common/format/file_header.h"
 #include "common/format/ids.h"
 
 namespace kmsfs::fs {
@@ -23,6 +24,8 @@ namespace kmsfs::fs {
 //
 // Errors never contain plaintext names or values. Length errors are kInvalidArgument carrying
 // the errno the FUSE layer should answer (ENAMETOOLONG, E2BIG) in sys_errno.
+//
+// Link tags: HMAC-SHA256 (key = HKDF(name key, "kmsfs/v1/links")) truncated to 16 bytes.
 //
 // Thread-safe: the SIV and GCM contexts are not, so one mutex serializes their use (names are
 // not the hot path: one SIV call per lookup/readdir entry, microseconds). ConfigMac takes no
@@ -74,6 +77,10 @@ class NameCodec {
   // HMAC-SHA256 over `data` with HKDF(name key, "kmsfs/v1/config-mac"): the volume config MAC.
   // Compare with crypto::ConstantTimeEqual.
   std::array<uint8_t, 32> ConfigMac(ByteSpan data) const;
+
+  // HMAC-SHA256 over `mac_input` (format::LinkMacInput) with HKDF(name key, "kmsfs/v1/links"),
+  // truncated to 16 bytes: a file header's link tag (docs/format.md §6.2). No lock.
+  format::LinkTag LinkTag(ByteSpan mac_input) const;
 
   bool long_names() const;
 

@@ -69,6 +69,14 @@ format::EncryptionContext Volume::FileContext(const format::Id128& file_id) cons
   return format::FileDekContext(config_.volume_id, file_id);
 }
 
+Result<format::LinkTag> Volume::LinkTagFor(const format::Id128& file_id,
+                                           const format::Id128& dir_id,
+                                           std::string_view backing_name) const {
+  KMSFS_ASSIGN_OR_RETURN(Bytes input,
+                         format::LinkMacInput(config_.volume_id, file_id, dir_id, backing_name));
+  return names_->LinkTag(input);
+}
+
 Result<std::unique_ptr<Volume>> Volume::Create(const std::string& cipherdir,
                                                const std::string& key_id, DataKeySource* keys,
                                                const Requester& who) {
@@ -83,9 +91,9 @@ Result<std::unique_ptr<Volume>> Volume::Create(const std::string& cipherdir,
   do {
     crypto::RandomBytes(config.volume_id);
   } while (config.volume_id == format::Id128{});
-  KMSFS_ASSIGN_OR_RETURN(NewDataKey name_key,
-                         keys->GenerateDataKey(key_id, format::NameKeyContext(config.volume_id),
-                                               who));
+  KMSFS_ASSIGN_OR_RETURN(
+      NewDataKey name_key,
+      keys->GenerateDataKey(key_id, format::NameKeyContext(config.volume_id), who));
   if (name_key.plaintext.size() != 32) {
     return Error(Code::kInternal, "key source returned a name key that is not 32 bytes");
   }
@@ -103,7 +111,8 @@ Result<std::unique_ptr<Volume>> Volume::Create(const std::string& cipherdir,
   KMSFS_ASSIGN_OR_RETURN(format::Id128 root_id, CreateDirId(dir.get()));
   KMSFS_RETURN_IF_ERROR(
       WriteNewFileAtomically(dir.get(), format::kVolumeConfigName, AsBytes(json), 0400));
-  return std::unique_ptr<Volume>(new Volume(cipherdir, std::move(config), std::move(names), root_id));
+  return std::unique_ptr<Volume>(
+      new Volume(cipherdir, std::move(config), std::move(names), root_id));
 }
 
 Result<std::unique_ptr<Volume>> Volume::Open(const std::string& cipherdir, DataKeySource* keys,
@@ -124,7 +133,8 @@ Result<std::unique_ptr<Volume>> Volume::Open(const std::string& cipherdir, DataK
     return Error(Code::kCorrupt, "volume config was modified (MAC mismatch)");
   }
   KMSFS_ASSIGN_OR_RETURN(format::Id128 root_id, ReadDirId(dir.get()));
-  return std::unique_ptr<Volume>(new Volume(cipherdir, std::move(config), std::move(names), root_id));
+  return std::unique_ptr<Volume>(
+      new Volume(cipherdir, std::move(config), std::move(names), root_id));
 }
 
 Result<format::VolumeConfig> Volume::ReadConfigUnverified(const std::string& cipherdir) {

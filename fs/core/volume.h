@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "common/base/status.h"
@@ -45,6 +46,13 @@ class Volume {
   NameCodec& names() const { return *names_; }
   // The encryption context of a file's DEK wrap: {kmsfs:file: hex, kmsfs:volume: hex}.
   format::EncryptionContext FileContext(const format::Id128& file_id) const;
+  // Feature "header-links": file headers carry link tags, and opens check them.
+  bool links_enabled() const { return links_enabled_; }
+  // The link tag of the entry `backing_name` in the directory `dir_id` naming file `file_id`
+  // (docs/format.md §6.2). Needs no keyd: the link key is derived from the name key at Open.
+  // kInvalidArgument for a backing name outside 1..255 bytes.
+  Result<format::LinkTag> LinkTagFor(const format::Id128& file_id, const format::Id128& dir_id,
+                                     std::string_view backing_name) const;
 
  private:
   Volume(std::string cipherdir, format::VolumeConfig config, std::unique_ptr<NameCodec> names,
@@ -52,11 +60,13 @@ class Volume {
       : cipherdir_(std::move(cipherdir)),
         config_(std::move(config)),
         names_(std::move(names)),
-        root_dir_id_(root_dir_id) {}
+        root_dir_id_(root_dir_id),
+        links_enabled_(config_.HasFeature(format::kFeatureHeaderLinks)) {}
   const std::string cipherdir_;
   const format::VolumeConfig config_;
   const std::unique_ptr<NameCodec> names_;
   const format::Id128 root_dir_id_;
+  const bool links_enabled_;
 };
 
 }  // namespace kmsfs::fs
