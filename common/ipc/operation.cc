@@ -45,13 +45,16 @@ constexpr std::array kOps = {
     OpEntry{Op::kBackup, "Backup"},
     OpEntry{Op::kPing, "Ping"},
     OpEntry{Op::kStatus, "Status"},
+    OpEntry{Op::kRetireKeyVersion, "RetireKeyVersion"},
+    OpEntry{Op::kCancelKeyVersionRetirement, "CancelKeyVersionRetirement"},
+    OpEntry{Op::kListKeyVersions, "ListKeyVersions"},
 };
 
 constexpr bool TableIsInEnumOrder() {
   for (size_t i = 0; i < kOps.size(); ++i) {
     if (static_cast<size_t>(kOps[i].op) != i) return false;
   }
-  return static_cast<size_t>(Op::kStatus) + 1 == kOps.size();
+  return static_cast<size_t>(Op::kListKeyVersions) + 1 == kOps.size();
 }
 // OpName indexes the table by enum value; this keeps that O(1) lookup honest.
 static_assert(TableIsInEnumOrder(), "kOps must list every Op once, in declaration order");

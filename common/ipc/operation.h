@@ -48,6 +48,10 @@ enum class Op : uint8_t {
   kBackup,
   kPing,
   kStatus,
+  // Key version lifecycle (kmsfs extensions, appended: docs/lifecycle.md).
+  kRetireKeyVersion,
+  kCancelKeyVersionRetirement,
+  kListKeyVersions,
 };
 
 // "GenerateDataKey" for Op::kGenerateDataKey. Never empty for a valid enumerator.

@@ -41,6 +41,7 @@ Status ValidateScheduleOptions(const ScheduleOptions& o) {
     return Invalid("the default rotation period must lie within the allowed range");
   }
   if (o.rotation_day_seconds < 1) return Invalid("rotation_day_seconds must be at least 1");
+  if (o.deletion_day_seconds < 1) return Invalid("deletion_day_seconds must be at least 1");
   if (o.min_pending_window_days > o.max_pending_window_days ||
       o.max_pending_window_days > 365 * 100) {
     return Invalid("pending deletion window range must have min <= max");
@@ -68,6 +69,10 @@ int64_t NextRotationDate(int64_t from, uint32_t period_days, const ScheduleOptio
 
 int64_t DeletionDate(int64_t now, uint32_t window_days) {
   return AddSaturating(now, static_cast<int64_t>(window_days) * kSecondsPerDay);
+}
+
+int64_t DeletionDate(int64_t now, uint32_t window_days, const ScheduleOptions& o) {
+  return AddSaturating(now, static_cast<int64_t>(window_days) * o.deletion_day_seconds);
 }
 
 bool RotationDue(const KeyRecord& key, int64_t now) {

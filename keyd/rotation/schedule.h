@@ -37,6 +37,10 @@ struct ScheduleOptions {
   uint32_t min_pending_window_days = 7;
   uint32_t max_pending_window_days = 30;
   uint32_t default_pending_window_days = 30;
+  // TEST ONLY: how many seconds one pending-window "day" lasts (ScheduleKeyDeletion and
+  // RetireKeyVersion), 86400 in production. With 1, a 7-day window ends after 7 seconds, so an
+  // integration test can watch crypto-shredding happen. Never set it on a production keyd.
+  int64_t deletion_day_seconds = kSecondsPerDay;
 };
 
 // kInvalidArgument naming the inconsistent field (min > max, default outside [min, max], a
@@ -53,6 +57,8 @@ Result<uint32_t> ChoosePendingWindow(std::optional<int64_t> requested, const Sch
 int64_t NextRotationDate(int64_t from, uint32_t period_days, const ScheduleOptions& o);
 // When a key scheduled for deletion at `now` with `window_days` is destroyed.
 int64_t DeletionDate(int64_t now, uint32_t window_days);
+// The same with the (TEST-ONLY) day length of `o.deletion_day_seconds`.
+int64_t DeletionDate(int64_t now, uint32_t window_days, const ScheduleOptions& o);
 
 // Due now? Rotation: Enabled, rotation on, NextRotationDate <= now. Disabled keys do not rotate
 // (nothing can use them); they rotate at the first run after being re-enabled. Deletion:

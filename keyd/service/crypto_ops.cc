@@ -4,6 +4,7 @@
 // (policy with the request's EncryptionContext, kmsfs:Path and kmsfs:Volume), check key state,
 // read the material in one snapshot (re-deciding if the key record changed meanwhile), then do
 // the crypto. Plaintext only ever sits in crypto::SecretBytes; Handle encodes it after the audit.
+#include <optional>
 #include <utility>
 
 #include "common/crypto/random.h"
@@ -78,8 +79,8 @@ Result<KeyMaterial> KmsService::Impl::MaterialFor(const std::string& key_id,
     case Code::kNotFound:
       if (version) return BadCiphertext();  // a blob naming a version that never existed
       return e;
-    case Code::kKeyUnavailable:
-      return ipc::NamedError("KMSInvalidStateException",
+    case Code::kKeyUnavailable:  // a Retired or Destroyed version (docs/lifecycle.md)
+      return ipc::NamedError("KeyUnavailableException",
                              e.message() +
                                  ": that key version no longer serves requests, so "
                                  "what it encrypted cannot be decrypted");
@@ -131,14 +132,31 @@ OpResult KmsService::Impl::GenerateDataKeyCommon(const json& p, const CallerCont
 
   const Action action =
       with_plaintext ? Action::kGenerateDataKey : Action::kGenerateDataKeyWithoutPlaintext;
-  KMSFS_ASSIGN_OR_RETURN(KeyRecord key, LoadKey(ref, "KeyId", ev.record));
-  KMSFS_RETURN_IF_ERROR(Authorize(key, action, caller, &ctx, ev.record));
-  KMSFS_RETURN_IF_ERROR(RequireUsable(key));
-  KMSFS_ASSIGN_OR_RETURN(KeyMaterial km, MaterialFor(key.key_id, std::nullopt));
-  if (!(km.key == key)) {  // changed between the two snapshots: decide on the newer one
-    KMSFS_RETURN_IF_ERROR(Reauthorize(km.key, key, action, caller, &ctx, ev.record));
-    KMSFS_RETURN_IF_ERROR(RequireUsable(km.key));
+  // As in Decrypt: a key id or alias that names a servable key is handled in one snapshot (the
+  // key record read once); an ARN, or anything that fails, takes the long way, which reports
+  // problems in the documented order (authorization before key state).
+  std::optional<KeyMaterial> material;
+  if (ref.rfind("arn:", 0) != 0) {
+    auto snapshot = store_->GetKeyMaterial(ref, std::nullopt);
+    if (snapshot.ok()) {
+      ev.record.key_id = snapshot->key.key_id;
+      KMSFS_RETURN_IF_ERROR(Authorize(snapshot->key, action, caller, &ctx, ev.record));
+      KMSFS_RETURN_IF_ERROR(RequireUsable(snapshot->key));
+      material.emplace(std::move(*snapshot));
+    }
   }
+  if (!material) {
+    KMSFS_ASSIGN_OR_RETURN(KeyRecord key, LoadKey(ref, "KeyId", ev.record));
+    KMSFS_RETURN_IF_ERROR(Authorize(key, action, caller, &ctx, ev.record));
+    KMSFS_RETURN_IF_ERROR(RequireUsable(key));
+    KMSFS_ASSIGN_OR_RETURN(KeyMaterial km, MaterialFor(key.key_id, std::nullopt));
+    if (!(km.key == key)) {  // changed between the two snapshots: decide on the newer one
+      KMSFS_RETURN_IF_ERROR(Reauthorize(km.key, key, action, caller, &ctx, ev.record));
+      KMSFS_RETURN_IF_ERROR(RequireUsable(km.key));
+    }
+    material.emplace(std::move(km));
+  }
+  const KeyMaterial& km = *material;
   ev.record.key_version = km.version;
   ev.record.detail = std::to_string(size) + "-byte data key";
 
@@ -207,25 +225,42 @@ OpResult KmsService::Impl::Decrypt(const json& p, const CallerContext& caller, A
                              "omit KeyId or name the key that encrypted it");
     }
   }
-  auto found = store_->GetKey(blob.key_id);
-  if (!found.ok()) {
-    if (found.error().code() == Code::kInvalidArgument) return BadCiphertext();
-    if (found.error().code() == Code::kNotFound) {
-      return ipc::NamedError("NotFoundException",
-                             "the ciphertext names key " + blob.key_id +
-                                 ", which does not exist in this keyd; was it made by another "
-                                 "keyd, or is its state restored from an older backup?");
+  // The usual case in one store snapshot: the key record that comes with the material is the
+  // one to authorize on. (Reading the record first and the material second, as below, decoded
+  // the key record twice per Decrypt — ~4 % of keyd's CPU in the Decrypt profile.) The material
+  // stays in locked memory and is used only after the policy allowed it.
+  auto snapshot = store_->GetKeyMaterial(blob.key_id, blob.version);
+  std::optional<KeyMaterial> material;
+  if (snapshot.ok()) {
+    KMSFS_RETURN_IF_ERROR(Authorize(snapshot->key, Action::kDecrypt, caller, &ctx, ev.record));
+    KMSFS_RETURN_IF_ERROR(RequireUsable(snapshot->key));
+    material.emplace(std::move(*snapshot));
+  } else {
+    // No such key, a version that does not serve, damage: the long way reports it in the
+    // documented order — authorization before key and version state, so a caller the policy
+    // does not allow learns nothing about the key's versions.
+    auto found = store_->GetKey(blob.key_id);
+    if (!found.ok()) {
+      if (found.error().code() == Code::kInvalidArgument) return BadCiphertext();
+      if (found.error().code() == Code::kNotFound) {
+        return ipc::NamedError("NotFoundException",
+                               "the ciphertext names key " + blob.key_id +
+                                   ", which does not exist in this keyd; was it made by another "
+                                   "keyd, or is its state restored from an older backup?");
+      }
+      return found.error();
     }
-    return found.error();
+    const KeyRecord& key = *found;
+    KMSFS_RETURN_IF_ERROR(Authorize(key, Action::kDecrypt, caller, &ctx, ev.record));
+    KMSFS_RETURN_IF_ERROR(RequireUsable(key));
+    KMSFS_ASSIGN_OR_RETURN(KeyMaterial km, MaterialFor(key.key_id, blob.version));
+    if (!(km.key == key)) {
+      KMSFS_RETURN_IF_ERROR(Reauthorize(km.key, key, Action::kDecrypt, caller, &ctx, ev.record));
+      KMSFS_RETURN_IF_ERROR(RequireUsable(km.key));
+    }
+    material.emplace(std::move(km));
   }
-  const KeyRecord& key = *found;
-  KMSFS_RETURN_IF_ERROR(Authorize(key, Action::kDecrypt, caller, &ctx, ev.record));
-  KMSFS_RETURN_IF_ERROR(RequireUsable(key));
-  KMSFS_ASSIGN_OR_RETURN(KeyMaterial km, MaterialFor(key.key_id, blob.version));
-  if (!(km.key == key)) {
-    KMSFS_RETURN_IF_ERROR(Reauthorize(km.key, key, Action::kDecrypt, caller, &ctx, ev.record));
-    KMSFS_RETURN_IF_ERROR(RequireUsable(km.key));
-  }
+  const KeyMaterial& km = *material;
 
   auto plaintext = crypto::UnwrapKey(km.material, blob.bytes, ctx);
   if (!plaintext.ok()) {

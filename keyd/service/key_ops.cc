@@ -206,7 +206,7 @@ OpResult KmsService::Impl::ScheduleKeyDeletion(const json& p, const CallerContex
   KMSFS_ASSIGN_OR_RETURN(uint32_t window, ChoosePendingWindow(requested, options_));
   KMSFS_ASSIGN_OR_RETURN(KeyRecord key,
                          LoadAndAuthorize(params, Action::kScheduleKeyDeletion, caller, ev));
-  const int64_t deletion = DeletionDate(Now(), window);
+  const int64_t deletion = DeletionDate(Now(), window, options_);
   ev.record.detail = "key material will be destroyed at " + FormatUtc(deletion);
   KMSFS_ASSIGN_OR_RETURN(
       KeyRecord updated,

@@ -73,6 +73,7 @@ class KmsService final : public KmsHandler {
     std::vector<std::string> rotated;    // key ids that gained an AUTOMATIC version
     std::vector<std::string> destroyed;  // key ids whose material was destroyed
     std::vector<std::string> failed;     // "KEYID: message" for actions that failed (retried)
+    std::vector<std::string> destroyed_versions;  // "KEYID/N": retired versions destroyed
   };
   // Rotates Enabled keys whose NextRotationDate <= now (AUTOMATIC version, made primary, next
   // date = now + period) and destroys PendingDeletion keys whose DeletionDate <= now (all

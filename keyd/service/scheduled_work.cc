@@ -76,6 +76,13 @@ KmsService::ScheduledWorkReport KmsService::Impl::RunScheduledWork(int64_t now) 
     }
   }
 
+  // Retired key versions whose waiting period passed (RetireKeyVersion), in what is left of
+  // this run's budget.
+  const size_t used = plan.destroy.size() + plan.rotate.size();
+  if (used < options_.max_scheduled_actions_per_run) {
+    DestroyDueVersions(now, options_.max_scheduled_actions_per_run - used, report);
+  }
+
   for (const std::string& id : plan.rotate) {
     AuditEvent ev = new_event("RotateKey", id);
     bool not_due = false;

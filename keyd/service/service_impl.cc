@@ -84,6 +84,9 @@ constexpr OpSpec kOps[] = {
     {ipc::Op::kBackup, Mode::kAlways, true, &I::Backup},
     {ipc::Op::kPing, Mode::kNever, false, &I::Ping},
     {ipc::Op::kStatus, Mode::kNever, false, &I::KeydStatus},
+    {ipc::Op::kRetireKeyVersion, Mode::kAlways, true, &I::RetireKeyVersion},
+    {ipc::Op::kCancelKeyVersionRetirement, Mode::kAlways, true, &I::CancelKeyVersionRetirement},
+    {ipc::Op::kListKeyVersions, Mode::kOnDenial, false, &I::ListKeyVersions},
 };
 
 const OpSpec* FindOp(ipc::Op op) {

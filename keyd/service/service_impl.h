@@ -96,6 +96,13 @@ class KmsService::Impl {
   OpResult TestAccess(const json& p, const CallerContext& c, AuditEvent& ev);
   OpResult Ping(const json& p, const CallerContext& c, AuditEvent& ev);
   OpResult KeydStatus(const json& p, const CallerContext& c, AuditEvent& ev);  // op "Status"
+  // version_ops.cc: the key-version lifecycle (docs/lifecycle.md).
+  OpResult RetireKeyVersion(const json& p, const CallerContext& c, AuditEvent& ev);
+  OpResult CancelKeyVersionRetirement(const json& p, const CallerContext& c, AuditEvent& ev);
+  OpResult ListKeyVersions(const json& p, const CallerContext& c, AuditEvent& ev);
+  // The scheduler's part: destroys up to `budget` Retired versions whose DestructionDate passed,
+  // each audited ("DestroyKeyVersion") in its own transaction.
+  void DestroyDueVersions(int64_t now, size_t budget, ScheduledWorkReport& report);
 
  private:
   // ---- shared helpers (service_impl.cc) ----
@@ -138,6 +145,8 @@ class KmsService::Impl {
   // version that never existed, KMSInternalException (logged) for material that fails to unseal.
   Result<KeyMaterial> MaterialFor(const std::string& key_id, std::optional<uint32_t> version);
   int64_t Now() const { return clock_(); }
+  // The required "KeyVersion" parameter (1..2^32-1).
+  Result<uint32_t> VersionParam(const ParamReader& params) const;
   // Options::audit_reader for a uid-0 caller (fills the audit decision);
   // UnsupportedOperationException without a reader, AccessDeniedException for anyone else.
   Result<AuditReader*> AuditAccess(const CallerContext& caller, AuditEvent& ev);

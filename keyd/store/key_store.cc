@@ -26,6 +26,7 @@ constexpr char kAliasesDb[] = "aliases";
 constexpr char kFormatKey[] = "format";
 constexpr char kRootCheckKey[] = "root_check";
 constexpr char kKdfKey[] = "kdf";
+constexpr char kRecoveryKey[] = "recovery";
 constexpr size_t kMaxPageSize = 1000;
 
 Error Corrupt(std::string msg) { return Error(Code::kCorrupt, std::move(msg)); }
@@ -290,6 +291,9 @@ Result<StateInfo> KeyStore::Probe(Env& env) {
   } else if (kdf_text.error().code() != Code::kNotFound) {
     return kdf_text.error();
   }
+  auto escrow = txn.Get(*meta, kRecoveryKey);
+  if (!escrow.ok() && escrow.error().code() != Code::kNotFound) return escrow.error();
+  info.recovery_escrow = escrow.ok();
   return info;
 }
 
@@ -609,12 +613,80 @@ Status KeyStore::DestroyVersion(std::string_view key_id, uint32_t version, const
     return Precondition("key " + v.key_id + " version " + std::to_string(version) +
                         " is Enabled; retire it before destroying it");
   }
+  if (v.destruction_date && *v.destruction_date > Now()) {
+    return Precondition("key " + v.key_id + " version " + std::to_string(version) +
+                        " is scheduled for destruction at " + std::to_string(*v.destruction_date) +
+                        ", not yet");
+  }
   Status s = txn.Delete(dbs_.material, VersionKey(key_id, version));
   if (!s.ok() && s.code() != Code::kNotFound) return s;
   v.state = VersionState::kDestroyed;
   v.destruction_date = Now();
   KMSFS_RETURN_IF_ERROR(PutVersion(txn, dbs_.versions, v));
   return CommitWith(txn, also);
+}
+
+Result<KeyVersion> KeyStore::ScheduleVersionDestruction(
+    std::string_view key_id, uint32_t version, int64_t destruction_date,
+    const std::function<Status(const KeyRecord&, const KeyVersion&)>& check, const TxnHook& also) {
+  KMSFS_RETURN_IF_ERROR(CheckKeyIdArg(key_id));
+  KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_->BeginWrite());
+  KMSFS_ASSIGN_OR_RETURN(KeyRecord key, ReadKey(txn, dbs_.keys, key_id));
+  KMSFS_ASSIGN_OR_RETURN(KeyVersion v, ReadVersion(txn, dbs_.versions, key_id, version));
+  if (check) KMSFS_RETURN_IF_ERROR(check(key, v));
+  if (key.key_state == KeyState::kPendingDeletion || key.key_state == KeyState::kDestroyed) {
+    return Precondition("key " + key.key_id + " is " + std::string(KeyStateName(key.key_state)));
+  }
+  if (version == key.primary_version) {
+    return Precondition("version " + std::to_string(version) + " is the primary version of key " +
+                        key.key_id + "; rotate the key before retiring it");
+  }
+  if (v.state != VersionState::kEnabled) {
+    return Precondition("key " + key.key_id + " version " + std::to_string(version) + " is " +
+                        std::string(VersionStateName(v.state)) + " already");
+  }
+  v.state = VersionState::kRetired;
+  v.destruction_date = destruction_date;
+  KMSFS_RETURN_IF_ERROR(PutVersion(txn, dbs_.versions, v));
+  KMSFS_RETURN_IF_ERROR(CommitWith(txn, also));
+  return v;
+}
+
+Result<KeyVersion> KeyStore::CancelVersionRetirement(
+    std::string_view key_id, uint32_t version,
+    const std::function<Status(const KeyRecord&, const KeyVersion&)>& check, const TxnHook& also) {
+  KMSFS_RETURN_IF_ERROR(CheckKeyIdArg(key_id));
+  KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_->BeginWrite());
+  KMSFS_ASSIGN_OR_RETURN(KeyRecord key, ReadKey(txn, dbs_.keys, key_id));
+  KMSFS_ASSIGN_OR_RETURN(KeyVersion v, ReadVersion(txn, dbs_.versions, key_id, version));
+  if (check) KMSFS_RETURN_IF_ERROR(check(key, v));
+  if (v.state != VersionState::kRetired) {
+    return Precondition("key " + key.key_id + " version " + std::to_string(version) + " is " +
+                        std::string(VersionStateName(v.state)) + ", not Retired");
+  }
+  v.state = VersionState::kEnabled;
+  v.destruction_date.reset();
+  KMSFS_RETURN_IF_ERROR(PutVersion(txn, dbs_.versions, v));
+  KMSFS_RETURN_IF_ERROR(CommitWith(txn, also));
+  return v;
+}
+
+Result<std::vector<KeyVersion>> KeyStore::VersionsDueForDestruction(int64_t now) const {
+  KMSFS_ASSIGN_OR_RETURN(ReadTxn txn, env_->BeginRead());
+  std::vector<KeyVersion> due;
+  ScanError err;
+  KMSFS_RETURN_IF_ERROR(
+      txn.Scan(dbs_.versions, "", "", [&](std::string_view, std::string_view value) {
+        Result<KeyVersion> v = DecodeKeyVersion(value);
+        if (!v.ok()) return err.Stop(v.status());
+        if (v->state == VersionState::kRetired && v->destruction_date &&
+            *v->destruction_date <= now) {
+          due.push_back(std::move(*v));
+        }
+        return true;
+      }));
+  KMSFS_RETURN_IF_ERROR(err.status);
+  return due;
 }
 
 // ---- aliases
@@ -715,6 +787,9 @@ Status KeyStore::ChangeRootKey(const crypto::RootKey& new_root, std::optional<Kd
   }
   KMSFS_ASSIGN_OR_RETURN(Bytes verifier, SealVerifier(next));
   KMSFS_RETURN_IF_ERROR(txn.Put(dbs_.meta, kRootCheckKey, verifier));
+  if (Status s = txn.Delete(dbs_.meta, kRecoveryKey); !s.ok() && s.code() != Code::kNotFound) {
+    return s;
+  }
   if (kdf_params) {
     KMSFS_ASSIGN_OR_RETURN(std::string kdf_text, EncodeKdfParams(*kdf_params));
     KMSFS_RETURN_IF_ERROR(txn.Put(dbs_.meta, kKdfKey, kdf_text));
@@ -725,6 +800,40 @@ Status KeyStore::ChangeRootKey(const crypto::RootKey& new_root, std::optional<Kd
   KMSFS_RETURN_IF_ERROR(CommitWith(txn, also));
   root_key_ = std::move(next);
   return Status::Ok();
+}
+
+Status KeyStore::SetRecoveryCode(const RecoveryCode& code, const TxnHook& also) {
+  std::shared_lock<std::shared_mutex> root(root_mu_);
+  KMSFS_ASSIGN_OR_RETURN(Bytes escrow, SealRootKeyEscrow(code, root_key_));
+  KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_->BeginWrite());
+  KMSFS_RETURN_IF_ERROR(txn.Put(dbs_.meta, kRecoveryKey, escrow));
+  return CommitWith(txn, also);
+}
+
+Result<crypto::RootKey> KeyStore::RecoverRootKey(Env& env, const RecoveryCode& code) {
+  auto meta = env.OpenDb(kMetaDb, /*create=*/false);
+  if (!meta.ok()) {
+    if (meta.error().code() == Code::kNotFound) {
+      return Error(Code::kNotFound, "the state in " + env.dir() + " is not initialized");
+    }
+    return meta.error();
+  }
+  KMSFS_ASSIGN_OR_RETURN(ReadTxn txn, env.BeginRead());
+  auto escrow = txn.Get(*meta, kRecoveryKey);
+  if (!escrow.ok()) {
+    if (escrow.error().code() == Code::kNotFound) {
+      return Error(Code::kNotFound,
+                   "the state in " + env.dir() +
+                       " holds no recovery escrow: no recovery code was made for it (or the "
+                       "root key was changed after the code was made, before this backup)");
+    }
+    return escrow.error();
+  }
+  KMSFS_ASSIGN_OR_RETURN(crypto::RootKey root, OpenRootKeyEscrow(code, AsBytes(*escrow)));
+  auto check = txn.Get(*meta, kRootCheckKey);
+  if (!check.ok()) return Corrupt("the state in " + env.dir() + " has no root key verifier");
+  KMSFS_RETURN_IF_ERROR(CheckVerifier(root, AsBytes(*check)));
+  return root;
 }
 
 Status KeyStore::Backup(const std::string& path) const {

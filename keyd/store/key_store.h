@@ -2,7 +2,8 @@
 //
 // Layout (named databases of one Env; records encoded as in records.h):
 //   meta      "format" → {StateFormatVersion, CreationDate}; "root_check" → sealed verifier;
-//             "kdf" → scrypt parameters, present iff the root key came from a passphrase
+//             "kdf" → scrypt parameters, present iff the root key came from a passphrase;
+//             "recovery" → the root key sealed under a recovery code (recovery.h), optional
 //   keys      KEYID → KeyRecord            versions  KEYID/%08x → KeyVersion
 //   material  KEYID/%08x → sealed master key material (sealed.h), absent once destroyed
 //   aliases   alias/NAME → AliasRecord
@@ -43,6 +44,7 @@
 #include "common/crypto/secret.h"
 #include "keyd/store/lmdb_env.h"
 #include "keyd/store/records.h"
+#include "keyd/store/recovery.h"
 
 namespace kmsfs::keyd {
 
@@ -52,6 +54,7 @@ inline constexpr int kStateFormatVersion = 1;
 struct StateInfo {
   bool initialized = false;
   std::optional<KdfParams> kdf;  // set iff initialized with a passphrase-derived root key
+  bool recovery_escrow = false;  // a recovery code can unseal the root key (SetRecoveryCode)
 };
 
 template <class T>
@@ -124,8 +127,24 @@ class KeyStore {
   // primary version or a Destroyed one.
   Status RetireVersion(std::string_view key_id, uint32_t version, const TxnHook& also = {});
   // Retired → Destroyed: deletes the sealed material. Idempotent. kFailedPrecondition unless
-  // Retired.
+  // Retired, or if the version's scheduled DestructionDate (ScheduleVersionDestruction) has not
+  // passed yet (a retirement cancelled and redone with a later date is never destroyed early).
   Status DestroyVersion(std::string_view key_id, uint32_t version, const TxnHook& also = {});
+  // The RetireKeyVersion operation: Enabled → Retired at once (no longer served) with
+  // DestructionDate = `destruction_date`, when the scheduler destroys its material. `check` (may
+  // be empty) sees the key record inside the transaction and may veto (e.g. a state check).
+  // kFailedPrecondition for the primary version, a key PendingDeletion/Destroyed, or a version
+  // already Retired (cancel first) or Destroyed; kNotFound for no such version.
+  Result<KeyVersion> ScheduleVersionDestruction(
+      std::string_view key_id, uint32_t version, int64_t destruction_date,
+      const std::function<Status(const KeyRecord&, const KeyVersion&)>& check = {},
+      const TxnHook& also = {});
+  // Retired → Enabled (DestructionDate cleared): the version serves again. kFailedPrecondition
+  // unless Retired (a Destroyed version cannot come back). `check` as above.
+  Result<KeyVersion> CancelVersionRetirement(
+      std::string_view key_id, uint32_t version,
+      const std::function<Status(const KeyRecord&, const KeyVersion&)>& check = {},
+      const TxnHook& also = {});
   // The end of a deletion: for a PendingDeletion key whose DeletionDate has passed, deletes all
   // its material and aliases and leaves a Destroyed tombstone (key and version records).
   Status DestroyKey(std::string_view key_id, const TxnHook& also = {});
@@ -145,10 +164,22 @@ class KeyStore {
   // NextRotationDate <= now; PendingDeletion keys with DeletionDate <= now.
   Result<std::vector<std::string>> KeysDueForRotation(int64_t now) const;
   Result<std::vector<std::string>> KeysDueForDeletion(int64_t now) const;
+  // Retired versions with a DestructionDate <= now (of keys not yet Destroyed), in key order.
+  Result<std::vector<KeyVersion>> VersionsDueForDestruction(int64_t now) const;
 
   // Re-seals every version's material and the verifier under `new_root`, and sets (or, when
   // nullopt, removes) the stored passphrase KDF parameters — all in one transaction. Afterwards
   // only `new_root` opens the state. kCorrupt (and no change) if any material fails to unseal.
+  // A recovery escrow is removed in the same transaction (it holds the old root key, and the
+  // code that opens it is not known here): make a new code with SetRecoveryCode.
+  //
+  // Recovery escrow (docs/lifecycle.md): SetRecoveryCode stores the current root key sealed
+  // under `code` (replacing an older escrow); every later Backup carries it. RecoverRootKey opens
+  // the escrow of a state (typically a restored backup) with a code and checks the result
+  // against the state's verifier: kNotFound if the state has no escrow, kPermissionDenied for a
+  // wrong code. It writes nothing.
+  Status SetRecoveryCode(const RecoveryCode& code, const TxnHook& also = {});
+  static Result<crypto::RootKey> RecoverRootKey(Env& env, const RecoveryCode& code);
   Status ChangeRootKey(const crypto::RootKey& new_root, std::optional<KdfParams> kdf_params,
                        const TxnHook& also = {});
   // A consistent, compacted online copy of the whole state into a NEW file `path` (0600, fsync'ed,

@@ -64,10 +64,10 @@ TEST_CASE("rotating twice keeps every blob readable; new data keys use the newes
     h.Ok("ScheduleKeyDeletion", {{"KeyId", id}, {"PendingWindowInDays", 7}});
     h.Fails("RotateKeyOnDemand", {{"KeyId", id}}, "KMSInvalidStateException");
   }
-  SECTION("a retired version no longer decrypts (KMSInvalidStateException)") {
+  SECTION("a retired version no longer decrypts (KeyUnavailableException)") {
     REQUIRE(h.store->RetireVersion(id, 1).ok());
     h.Fails("Decrypt", {{"CiphertextBlob", blobs[0].first}, {"EncryptionContext", kCtx}},
-            "KMSInvalidStateException");
+            "KeyUnavailableException");
     h.Ok("Decrypt", {{"CiphertextBlob", blobs[1].first}, {"EncryptionContext", kCtx}});
   }
   SECTION("a blob naming a version that never existed is InvalidCiphertextException") {
