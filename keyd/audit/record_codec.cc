@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "common/base/utf8.h"
+
 namespace kmsfs::keyd {
 namespace {
 
@@ -133,7 +135,91 @@ bool Digits(std::string_view s, size_t p, size_t n, int* out) {
 
 }  // namespace
 
-std::string EncodeRecordBody(const AuditRecord& r) {
+namespace {
+
+// `s` as a JSON string exactly as nlohmann's dump(ensure_ascii=false) writes a valid UTF-8
+// string: ", \\ and the short escapes, other control characters as \u00xx, everything else
+// verbatim.
+void AppendJsonString(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 0xF];
+        } else {
+          out += ch;
+        }
+    }
+  }
+  out += '"';
+}
+
+void AppendMember(std::string& out, std::string_view name, std::string_view value) {
+  out += '"';
+  out += name;  // our own member names: nothing to escape
+  out += "\":";
+  AppendJsonString(out, value);
+}
+
+void AppendPrincipal(std::string& out, const Principal& p) {
+  out += "{\"Uid\":";
+  out += std::to_string(static_cast<uint32_t>(p.uid));
+  out += ",\"Gid\":";
+  out += std::to_string(static_cast<uint32_t>(p.gid));
+  out += ",\"Pid\":";
+  out += std::to_string(static_cast<int64_t>(p.pid));
+  out += ',';
+  AppendMember(out, "Executable", p.executable);
+  out += ',';
+  AppendMember(out, "Unit", p.unit);
+  out += '}';
+}
+
+bool PrincipalIsUtf8(const Principal& p) {
+  return IsValidUtf8(p.executable) && IsValidUtf8(p.unit);
+}
+
+bool AllUtf8(const AuditRecord& r) {
+  if (!IsValidUtf8(r.operation) || !IsValidUtf8(r.key_id) || !PrincipalIsUtf8(r.principal) ||
+      (r.forwarder && !PrincipalIsUtf8(*r.forwarder)) || !IsValidUtf8(r.path) ||
+      !IsValidUtf8(r.decision) || !IsValidUtf8(r.sid) || !IsValidUtf8(r.outcome) ||
+      !IsValidUtf8(r.detail)) {
+    return false;
+  }
+  for (const auto& [k, v] : r.encryption_context) {
+    if (!IsValidUtf8(k) || !IsValidUtf8(v)) return false;
+  }
+  return true;
+}
+
+// The general encoder (any bytes; invalid UTF-8 becomes U+FFFD), through nlohmann.
+std::string EncodeRecordBodyJson(const AuditRecord& r) {
   ordered_json j = ordered_json::object();
   j["Operation"] = r.operation;
   j["KeyId"] = r.key_id;
@@ -152,6 +238,51 @@ std::string EncodeRecordBody(const AuditRecord& r) {
       j.dump(-1, ' ', /*ensure_ascii=*/false, ordered_json::error_handler_t::replace);
   // Strip the braces: ComposeRecord puts Sequence and Time in front.
   return text.substr(1, text.size() - 2);
+}
+
+}  // namespace
+
+// Every record of a request is encoded on its worker thread; building an ordered_json and
+// dumping it was ~4 % of keyd's CPU in the Decrypt profile. The direct writer below gives the
+// same bytes (record_codec_test compares the two) for the usual all-UTF-8 record; anything else
+// takes the nlohmann path, which owns the U+FFFD replacement rules.
+std::string EncodeRecordBody(const AuditRecord& r) {
+  if (!AllUtf8(r)) return EncodeRecordBodyJson(r);
+  std::string out;
+  out.reserve(384 + r.path.size() + r.detail.size());
+  AppendMember(out, "Operation", r.operation);
+  out += ",\"KeyId\":";
+  AppendJsonString(out, r.key_id);
+  out += ",\"KeyVersion\":";
+  out += std::to_string(r.key_version);
+  out += ",\"Principal\":";
+  AppendPrincipal(out, r.principal);
+  out += ",\"Forwarder\":";
+  if (r.forwarder) {
+    AppendPrincipal(out, *r.forwarder);
+  } else {
+    out += "null";
+  }
+  out += ",\"EncryptionContext\":{";
+  bool first = true;
+  for (const auto& [k, v] : r.encryption_context) {  // std::map: sorted, as the nlohmann path
+    if (!first) out += ',';
+    first = false;
+    AppendJsonString(out, k);
+    out += ':';
+    AppendJsonString(out, v);
+  }
+  out += "},";
+  AppendMember(out, "Path", r.path);
+  out += ',';
+  AppendMember(out, "Decision", r.decision);
+  out += ',';
+  AppendMember(out, "Sid", r.sid);
+  out += ',';
+  AppendMember(out, "Outcome", r.outcome);
+  out += ',';
+  AppendMember(out, "Detail", r.detail);
+  return out;
 }
 
 std::string ComposeRecord(uint64_t sequence, int64_t time_us, std::string_view body,

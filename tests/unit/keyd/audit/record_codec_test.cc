@@ -89,6 +89,68 @@ TEST_CASE("a composed record carries every field under its stable name", "[audit
   }
 }
 
+// What EncodeRecordBody wrote before its direct writer: nlohmann's ordered_json dump. The
+// direct writer must give exactly these bytes, or stored records would change shape.
+std::string ReferenceBody(const AuditRecord& r) {
+  using nlohmann::ordered_json;
+  auto principal = [](const Principal& p) {
+    ordered_json j = ordered_json::object();
+    j["Uid"] = static_cast<uint32_t>(p.uid);
+    j["Gid"] = static_cast<uint32_t>(p.gid);
+    j["Pid"] = static_cast<int64_t>(p.pid);
+    j["Executable"] = p.executable;
+    j["Unit"] = p.unit;
+    return j;
+  };
+  ordered_json j = ordered_json::object();
+  j["Operation"] = r.operation;
+  j["KeyId"] = r.key_id;
+  j["KeyVersion"] = r.key_version;
+  j["Principal"] = principal(r.principal);
+  j["Forwarder"] = r.forwarder ? principal(*r.forwarder) : ordered_json(nullptr);
+  ordered_json context = ordered_json::object();
+  for (const auto& [k, v] : r.encryption_context) context[k] = v;
+  j["EncryptionContext"] = std::move(context);
+  j["Path"] = r.path;
+  j["Decision"] = r.decision;
+  j["Sid"] = r.sid;
+  j["Outcome"] = r.outcome;
+  j["Detail"] = r.detail;
+  const std::string text =
+      j.dump(-1, ' ', /*ensure_ascii=*/false, ordered_json::error_handler_t::replace);
+  return text.substr(1, text.size() - 2);
+}
+
+TEST_CASE("record bodies are byte-identical to nlohmann's encoding", "[audit][codec]") {
+  AuditRecord r = SampleRecord(5);
+  CHECK(EncodeRecordBody(r) == ReferenceBody(r));
+  r.forwarder = Principal{0, 0, -1, "/usr/bin/kmsfs", ""};
+  r.principal.uid = static_cast<uid_t>(4294967294u);
+  r.key_version = 4294967295u;
+  CHECK(EncodeRecordBody(r) == ReferenceBody(r));
+  r.encryption_context.clear();
+  CHECK(EncodeRecordBody(r) == ReferenceBody(r));
+  // Every character class the escaper distinguishes, in every string member.
+  std::string nasty = "q\"b\\s/\b\f\n\r\t";
+  for (char c = 1; c < 0x20; ++c) nasty += c;
+  nasty += "\x7f caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91 end";
+  nasty += std::string(1, '\0');
+  r.operation = r.key_id = r.path = r.decision = r.sid = r.outcome = r.detail = nasty;
+  r.principal.executable = r.principal.unit = nasty;
+  r.forwarder->executable = nasty;
+  r.encryption_context = {{nasty, nasty}, {"a", ""}, {"", "b"}};
+  CHECK(EncodeRecordBody(r) == ReferenceBody(r));
+  // Not UTF-8 anywhere: the same U+FFFD replacement as before.
+  for (std::string bad : {std::string("\xff"), std::string("a\xc3"), std::string("\xed\xa0\x80")}) {
+    AuditRecord b = SampleRecord(2);
+    b.detail = bad;
+    CHECK(EncodeRecordBody(b) == ReferenceBody(b));
+    b = SampleRecord(2);
+    b.encryption_context[bad] = "v";
+    CHECK(EncodeRecordBody(b) == ReferenceBody(b));
+  }
+}
+
 TEST_CASE("a path that is not UTF-8 is still recorded", "[audit][codec]") {
   AuditRecord r = SampleRecord(1);
   r.path = std::string("/bad\xff\xfename");
