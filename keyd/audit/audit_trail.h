@@ -123,6 +123,8 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   AuditTrail(Env& env, Dbs dbs, Options options);
   Status CommitBatch(const std::vector<Writer*>& batch);
   Status WriteRecords(WriteTxn& txn, const std::vector<const std::string*>& bodies);
+  Result<Checkpoint> ReadHeadForWrite(WriteTxn& txn);
+  void RememberHead(std::string text, const Checkpoint& head);
   void NoteCommitResult(const Status& s, size_t records);
 
   Env& env_;
@@ -134,6 +136,10 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   size_t expected_writers_ = 0;  // GUARDED_BY(queue_mu_); callers seen around the last commit
   int64_t last_commit_ns_ = 0;   // GUARDED_BY(queue_mu_); how long the last commit took
   size_t gather_target_ = 0;     // GUARDED_BY(queue_mu_); nonzero while a leader gathers
+
+  std::mutex head_memo_mu_;     // a decode cache of the stored head (ReadHeadForWrite)
+  std::string head_memo_text_;  // GUARDED_BY(head_memo_mu_); "" until the first write
+  Checkpoint head_memo_;        // GUARDED_BY(head_memo_mu_); DecodeCheckpoint(head_memo_text_)
 
   std::mutex fail_mu_;               // the loud-failure rate limiter
   int64_t last_failure_log_us_ = 0;  // GUARDED_BY(fail_mu_)
