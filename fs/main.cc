@@ -2,7 +2,9 @@
 // mount, daemonizing and systemd readiness.
 //
 //   kmsfs init --key-id KEY [--socket S] CIPHERDIR
-//   kmsfs info CIPHERDIR
+//   kmsfs info [--versions [--json]] CIPHERDIR
+//   kmsfs rewrap [--jobs N] [--rate FILES/S] [--dry-run] [--socket S] CIPHERDIR
+//   kmsfs reencrypt PATH...                           (files inside a kmsfs mount)
 //   kmsfs mount [-f] [-d] [-o OPTS]... [--socket S] CIPHERDIR MOUNTPOINT
 //   mount.kmsfs CIPHERDIR MOUNTPOINT [-o OPTS] [-n] [-s] [-v] [-f = fake]   (mount(8) helper)
 //   kmsfs CIPHERDIR MOUNTPOINT -o OPTS                (what mount.fuse3 runs for fuse.kmsfs)
@@ -20,6 +22,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -40,6 +44,11 @@
 #include "fs/fuse/mount.h"
 #include "fs/fuse/mount_options.h"
 #include "fs/keysource/keyd_data_key_source.h"
+#include "fs/lifecycle/keyd_wrap_service.h"
+#include "fs/lifecycle/progress.h"
+#include "fs/lifecycle/reencrypt.h"
+#include "fs/lifecycle/rewrap.h"
+#include "fs/lifecycle/volume_scan.h"
 
 namespace kmsfs {
 namespace {
@@ -288,6 +297,137 @@ int RunHelper(int argc, char** argv) {
   return RunMount(req);
 }
 
+// ---- key lifecycle: `info --versions`, `rewrap`, `reencrypt` (docs/lifecycle.md) ----------
+
+int RunVersions(const std::string& cipherdir, bool json) {
+  auto report = fs::lifecycle::ScanVersions(cipherdir);
+  if (!report.ok()) return Fail("info --versions " + cipherdir, report.error());
+  std::cout << fs::lifecycle::FormatVersionReport(*report, json);
+  return report->unreadable.empty() ? 0 : ipc::ExitCodeForCode(Code::kCorrupt);
+}
+
+std::string VersionsLine(const fs::lifecycle::VersionReport& r) {
+  std::string out;
+  for (const auto& [k, count] : r.files) {
+    if (!out.empty()) out += ", ";
+    out += "v" + std::to_string(k.second) + ": " + std::to_string(count);
+    if (k.first != r.name_key.key_id) out += " (key " + k.first + ")";
+  }
+  return out.empty() ? "no files" : out;
+}
+
+struct RewrapRequest {
+  std::string cipherdir;
+  unsigned jobs = 4;
+  double rate = 0;
+  bool dry_run = false;
+};
+
+int RunRewrap(const RewrapRequest& req, const KeydConfig& keyd) {
+  auto cipherdir = RealPath(req.cipherdir, "cipher directory");
+  if (!cipherdir.ok()) return Fail("rewrap", cipherdir.error());
+  auto before = fs::lifecycle::ScanVersions(*cipherdir);
+  if (!before.ok()) return Fail("rewrap " + *cipherdir, before.error());
+  auto client = MakeClient(keyd);
+  if (!client.ok()) return Fail("rewrap", client.error());
+  ipc::KeydClientOptions options;
+  options.expected_server_uid = keyd.keyd_uid.value_or(0);
+  const std::string socket = (*client)->socket_path();
+  auto make_service = [&]() -> std::unique_ptr<fs::lifecycle::WrapService> {
+    return std::make_unique<fs::lifecycle::KeydWrapService>(socket, options);
+  };
+
+  // The name key first: with it the volume is verified (config MAC) and failures can be named
+  // by their plaintext paths. Without it (no Decrypt on the name key) files are still rewrapped.
+  fs::KeydDataKeySource keys(client->get());
+  auto volume = fs::Volume::Open(*cipherdir, &keys, Self());
+  std::string config_outcome;
+  int rc = 0;
+  if (volume.ok()) {
+    auto service = make_service();
+    auto config = fs::lifecycle::RewrapVolumeConfig(**volume, service.get(), req.dry_run);
+    if (!config.ok()) {
+      config_outcome = "failed: " + config.error().message();
+      rc = ipc::ExitCodeForCode(config.error().code());
+    } else {
+      config_outcome =
+          *config ? (req.dry_run ? "would be rewrapped" : "rewrapped") : "already current";
+    }
+  } else {
+    config_outcome = "not rewrapped (cannot open the volume: " + volume.error().message() + ")";
+    rc = ipc::ExitCodeForCode(volume.error().code());
+  }
+  auto entries =
+      fs::lifecycle::ListBackingFiles(*cipherdir, volume.ok() ? &(*volume)->names() : nullptr);
+  if (!entries.ok()) return Fail("rewrap " + *cipherdir, entries.error());
+
+  fs::lifecycle::Progress progress("rewrap", "files", stderr);
+  fs::lifecycle::RewrapOptions ro;
+  ro.jobs = req.jobs;
+  ro.rate = req.rate;
+  ro.dry_run = req.dry_run;
+  ro.on_progress = [&progress](uint64_t done, uint64_t total, uint64_t failed) {
+    progress.Update(done, total, failed);
+  };
+  const auto start = std::chrono::steady_clock::now();
+  fs::lifecycle::RewrapResult result =
+      fs::lifecycle::RewrapFiles(*entries, before->config.volume_id, make_service, ro);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  progress.Finish(result.files, result.files, result.failures.size());
+
+  auto after = fs::lifecycle::ScanVersions(*cipherdir);
+  std::cout << "rewrap " << *cipherdir << (req.dry_run ? " (dry run)" : "") << "\n"
+            << "  files:       " << result.files << " (" << result.rewrapped
+            << (req.dry_run ? " to rewrap, " : " rewrapped, ") << result.current
+            << " already current, " << result.failures.size() << " failed) in "
+            << static_cast<uint64_t>(seconds * 1000) << " ms\n"
+            << "  versions:    " << VersionsLine(*before) << "  ->  "
+            << (after.ok() ? VersionsLine(*after) : "? (" + after.error().message() + ")") << "\n"
+            << "  name key:    v" << before->name_key.version << ", " << config_outcome << "\n";
+  for (const auto& [path, why] : result.failures) {
+    std::cout << "  FAILED " << path << ": " << why << "\n";
+  }
+  if (!result.failures.empty()) return 1;
+  return rc;
+}
+
+int RunReencrypt(const std::vector<std::string>& paths) {
+  // Every path is checked before any file is touched: a typo fails the whole command early.
+  std::vector<std::string> dirs;
+  for (const auto& p : paths) {
+    auto mount = fs::lifecycle::KmsfsMountOf(p);
+    if (!mount.ok()) return Fail("reencrypt", mount.error());
+    const size_t slash = p.find_last_of('/');
+    dirs.push_back(slash == std::string::npos ? "." : p.substr(0, slash == 0 ? 1 : slash));
+  }
+  std::sort(dirs.begin(), dirs.end());
+  dirs.erase(std::unique(dirs.begin(), dirs.end()), dirs.end());
+  for (const auto& d : dirs) {
+    auto removed = fs::lifecycle::RemoveStaleTemps(d);
+    if (removed.ok() && *removed > 0) {
+      std::cerr << "kmsfs: reencrypt: removed " << *removed
+                << " unfinished copies of an interrupted run in " << d << "\n";
+    }
+  }
+  fs::lifecycle::Progress progress("reencrypt", "files", stderr);
+  uint64_t done = 0, failed = 0;
+  for (const auto& p : paths) {
+    Status s = fs::lifecycle::ReencryptFile(
+        p, [&](uint64_t) { progress.Update(done, paths.size(), failed); });
+    ++done;
+    if (!s.ok()) {
+      ++failed;
+      std::cerr << "kmsfs: reencrypt: " << s.error().message() << "\n";
+    }
+    progress.Update(done, paths.size(), failed);
+  }
+  progress.Finish(done, paths.size(), failed);
+  std::cout << "reencrypt: " << (done - failed) << " files re-encrypted under fresh keys, "
+            << failed << " failed\n";
+  return failed == 0 ? 0 : 1;
+}
+
 int RunCli(int argc, char** argv) {
   CLI::App app{"kmsfs: a transparent encrypting file system whose keys live in kmsfs-keyd"};
   app.require_subcommand(1);
@@ -308,9 +448,29 @@ int RunCli(int argc, char** argv) {
   init->add_option("CIPHERDIR", init_dir)->required();
 
   std::string info_dir;
+  bool info_versions = false, info_json = false;
   auto* info =
       app.add_subcommand("info", "Show a volume's config (read without keys, so unauthenticated)");
   info->add_option("CIPHERDIR", info_dir)->required();
+  info->add_flag("--versions", info_versions,
+                 "count the files wrapped under each master key version (no keys needed)");
+  info->add_flag("--json", info_json, "with --versions: print a JSON object");
+
+  RewrapRequest rewrap_req;
+  auto* rewrap = app.add_subcommand(
+      "rewrap", "Re-wrap every file key and the name key under its key's current version");
+  rewrap->add_option("--jobs,-j", rewrap_req.jobs, "parallel keyd connections (default 4)")
+      ->check(CLI::Range(1, 64));
+  rewrap->add_option("--rate", rewrap_req.rate, "at most this many files per second (0: no limit)")
+      ->check(CLI::NonNegativeNumber);
+  rewrap->add_flag("--dry-run", rewrap_req.dry_run, "ask keyd, count, write nothing");
+  add_socket(rewrap);
+  rewrap->add_option("CIPHERDIR", rewrap_req.cipherdir)->required();
+
+  std::vector<std::string> reencrypt_paths;
+  auto* reencrypt = app.add_subcommand(
+      "reencrypt", "Give files in a mounted volume fresh data keys (copy and atomic rename)");
+  reencrypt->add_option("PATH", reencrypt_paths, "files inside a kmsfs mount")->required();
 
   MountRequest req;
   auto* mount = app.add_subcommand("mount", "Mount CIPHERDIR on MOUNTPOINT");
@@ -333,13 +493,18 @@ int RunCli(int argc, char** argv) {
   KeydConfig keyd;
   keyd.socket_flag = socket_flag;
   if (*init) return RunInit(key_id, keyd, init_dir);
+  if (*info && info_versions) return RunVersions(info_dir, info_json);
   if (*info) return RunInfo(info_dir);
+  if (*rewrap) return RunRewrap(rewrap_req, keyd);
+  if (*reencrypt) return RunReencrypt(reencrypt_paths);
   req.socket_flag = socket_flag;
   return RunMount(req);
 }
 
 bool IsSubcommand(const char* a) {
-  return std::strcmp(a, "init") == 0 || std::strcmp(a, "info") == 0 || std::strcmp(a, "mount") == 0;
+  return std::strcmp(a, "init") == 0 || std::strcmp(a, "info") == 0 ||
+         std::strcmp(a, "mount") == 0 || std::strcmp(a, "rewrap") == 0 ||
+         std::strcmp(a, "reencrypt") == 0;
 }
 
 }  // namespace

@@ -10,5 +10,8 @@ set(kmsfs_fs_test_libs kmsfs_fs_fakes kmsfs_fs_core)
 if(TARGET kmsfs_fs_keysource)
   list(APPEND kmsfs_fs_test_libs kmsfs_fs_keysource)
 endif()
+if(TARGET kmsfs_fs_lifecycle)
+  list(APPEND kmsfs_fs_test_libs kmsfs_fs_lifecycle)
+endif()
 kmsfs_unit_suite(unit_fs fs ${kmsfs_fs_test_libs} kmsfs_crypto kmsfs_format kmsfs_base
                  Threads::Threads)

@@ -1,0 +1,35 @@
+// Reencrypt: gives files in a mounted kmsfs volume fresh DEKs by copying each through the mount
+// into a new file beside it and renaming that over the original (one atomic rename).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/base/status.h"
+
+namespace kmsfs::fs::lifecycle {
+
+// Temporary copies are named kReencryptTempPrefix + 16 hex digits, in the file's directory.
+inline constexpr char kReencryptTempPrefix[] = ".kmsfs-reencrypt-";
+
+// kInvalidArgument unless `path` (after realpath) lies on a mounted kmsfs volume
+// (/proc/self/mountinfo type fuse.kmsfs). Returns the mount point.
+Result<std::string> KmsfsMountOf(const std::string& path);
+
+// Removes leftover temporary copies (kReencryptTempPrefix*) from `dir`: what a killed run left.
+// Returns how many were removed. Never touches anything else.
+Result<uint64_t> RemoveStaleTemps(const std::string& dir);
+
+// Re-encrypts one regular file at `path` (inside a kmsfs mount): creates a temp file in the same
+// directory (the mount gives it a new file id and a fresh DEK from keyd's GenerateDataKey),
+// copies the content, fsyncs, copies owner, mode, xattrs and then atime/mtime, checks that the
+// original did not change meanwhile (size, mtime, ctime), renames the copy over it and fsyncs
+// the directory. Any failure removes the copy and leaves the original as it was.
+// kFailedPrecondition for a file with more than one hard link (renaming over one name would
+// split the link: the other names would keep the old DEK), kInvalidArgument for non-regular
+// files. `on_bytes` (may be empty) is called with each chunk's size.
+Status ReencryptFile(const std::string& path, const std::function<void(uint64_t)>& on_bytes);
+
+}  // namespace kmsfs::fs::lifecycle
