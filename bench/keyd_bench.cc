@@ -4,6 +4,9 @@
 // (GenerateDataKey) and per file open (Decrypt), including policy, audit fsync and the socket.
 //
 //   keyd_bench --key-id KEY [--socket PATH] [--seconds S] [--clients N] [--context k=v]
+//              [--op generate|decrypt|both] [--only-n]
+// --op limits the run to one operation and --only-n skips the 1-client run (for profiling keyd
+// under one steady load).
 // The key must allow this caller kms:GenerateDataKey and kms:Decrypt. Output: one human line per
 // (operation, clients), then machine lines "<op>_c<N>_per_s X" and "<op>_c<N>_p99_us Y".
 #include <algorithm>
@@ -30,13 +33,16 @@ struct Options {
   std::string key_id;
   double seconds = 5.0;
   int clients = 8;
+  bool generate = true;
+  bool decrypt = true;
+  bool only_n = false;
   kmsfs::ipc::EncryptionContext context = {{"kmsfs:bench", "1"}};
 };
 
 [[noreturn]] void Usage() {
   std::fprintf(stderr,
                "usage: keyd_bench --key-id KEY [--socket PATH] [--seconds S] [--clients N] "
-               "[--context k=v]\n");
+               "[--context k=v] [--op generate|decrypt|both] [--only-n]\n");
   std::exit(2);
 }
 
@@ -56,6 +62,13 @@ Options Parse(int argc, char** argv) {
       o.seconds = std::atof(value().c_str());
     } else if (a == "--clients") {
       o.clients = std::atoi(value().c_str());
+    } else if (a == "--op") {
+      const std::string op = value();
+      if (op != "generate" && op != "decrypt" && op != "both") Usage();
+      o.generate = op != "decrypt";
+      o.decrypt = op != "generate";
+    } else if (a == "--only-n") {
+      o.only_n = true;
     } else if (a == "--context") {
       const std::string kv = value();
       const size_t eq = kv.find('=');
@@ -175,7 +188,9 @@ int main(int argc, char** argv) {
               o.seconds);
   bool ok = true;
   for (BenchOp op : {BenchOp::kGenerateDataKey, BenchOp::kDecrypt}) {
+    if (!(op == BenchOp::kGenerateDataKey ? o.generate : o.decrypt)) continue;
     for (int clients : {1, o.clients}) {
+      if (clients == 1 && o.only_n && o.clients != 1) continue;
       ok = Measure(o, *socket, op, blob, clients) && ok;
       if (o.clients == 1) break;
     }

@@ -182,6 +182,11 @@ Result<std::unique_ptr<AuditTrail>> AuditTrail::Open(Env& env, Options options) 
       KMSFS_RETURN_IF_ERROR(txn.Commit());
     }
   }
+#ifdef KMSFS_BENCH_DISCARD_AUDIT
+  Log()->critical(
+      "THIS IS A BENCHMARK BUILD THAT DISCARDS KEY-USE AUDIT RECORDS (kmsfs-keyd-noaudit-bench); "
+      "never use it for real keys");
+#endif
   const Journal journal = options.journal;
   std::unique_ptr<AuditTrail> trail(new AuditTrail(env, Dbs{records, meta}, std::move(options)));
   const bool journal_on = journal == Journal::kOn ||
@@ -268,6 +273,12 @@ Status AuditTrail::CommitBatch(const std::vector<Writer*>& batch) {
 }
 
 Status AuditTrail::Append(AuditRecord record) {
+#ifdef KMSFS_BENCH_DISCARD_AUDIT
+  // The bench-only "audit disabled" baseline (bench/CMakeLists.txt, kmsfs-keyd-noaudit-bench):
+  // key-use records are dropped unwritten. No shipped binary is compiled with this.
+  (void)record;
+  return Status::Ok();
+#endif
   Writer w;
   try {
     w.body = EncodeRecordBody(record);  // on the caller's thread, in parallel with the others
