@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kmsfs beside native, bindfs, gocryptfs and securefs: one command, as root, on Debian 12.
 #
-#   bench/compare/run.sh            # the full run (3 rounds, 512 MiB, 256 MiB, 15 s fio, ~25 min)
+#   bench/compare/run.sh            # the full run (3 rounds, 512 MiB, 256 MiB, 10 s fio, ~25 min)
 #   bench/compare/run.sh --quick    # smoke test: small sizes, 1 round (~2-3 min)
 #
 # Installs what it needs (gocryptfs securefs bindfs fio + scripts/install-deps.sh), builds kmsfs
@@ -15,7 +15,7 @@
 #   BENCH_ROUNDS=3            rounds (each: every system on every backing store, then keyd alone)
 #   BENCH_SEQ_MIB=512         sequential write/read size (1 MiB writes, then fsync)
 #   BENCH_RAND_MIB=256        file size for the fio random 4 KiB read/write
-#   BENCH_FIO_SECONDS=15      fio runtime per random workload (time_based)
+#   BENCH_FIO_SECONDS=10      fio runtime per random workload (time_based)
 #   BENCH_TREE=/usr/include   directory tarred once for the untar workload
 #   BENCH_TREE_MAX_FILES=0    0 = the whole tree; N = only its first N regular files
 #   BENCH_KEYD_SECONDS=5      keyd_bench seconds per (operation, clients)
@@ -42,7 +42,7 @@ done
 if ((quick)); then
   d_rounds=1 d_seq=64 d_rand=32 d_fio=3 d_tree_max=600 d_keyd=1
 else
-  d_rounds=3 d_seq=512 d_rand=256 d_fio=15 d_tree_max=0 d_keyd=5
+  d_rounds=3 d_seq=512 d_rand=256 d_fio=10 d_tree_max=0 d_keyd=5
 fi
 rounds=${BENCH_ROUNDS:-$d_rounds}
 seq_mib=${BENCH_SEQ_MIB:-$d_seq}
@@ -127,11 +127,11 @@ cleanup() {
   trap - EXIT INT TERM
   if [[ -n $cur_mnt ]]; then force_unmount "$cur_mnt" "$cur_pid"; fi
   # Anything still mounted below the work area (a step that died half-way): lazy unmount.
-  findmnt -rn -o TARGET | grep -F "$work/" | sort -r | while read -r m; do
-    umount -l "$m" 2>/dev/null
+  awk -v w="$work/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
+    [[ $m == "$tmpfs_dir" ]] || timeout -k 5 20 umount -l "$m" 2>/dev/null
   done
   if [[ -n $keyd_pid ]]; then kill "$keyd_pid" 2>/dev/null; wait "$keyd_pid" 2>/dev/null; fi
-  mountpoint -q "$tmpfs_dir" && umount "$tmpfs_dir"
+  is_mounted "$tmpfs_dir" && { umount "$tmpfs_dir" || umount -l "$tmpfs_dir"; }
   if ((rc != 0)) && [[ -d $logs ]]; then
     mkdir -p "$results_dir" 2>/dev/null && cp -r "$logs" "$results_dir/failed-run-logs-$$" 2>/dev/null \
       && echo "run.sh: failed; daemon logs kept in $results_dir/failed-run-logs-$$" >&2
@@ -172,29 +172,35 @@ record() {  # record SYSTEM METRIC VALUE (a value that is not a number is a fail
 }
 failures=$work/failures.txt
 : >"$failures"
-fail_note() {  # system step message: kept for the report, and the run goes on
-  printf -- '- round %s, %s, %s, %s: %s\n' "$round" "$backing" "$1" "$2" "$3" >>"$failures"
-  log "FAILED: $1 $2 on $backing: $3"
+fail_note() {  # system step message: kept for the report (one line), and the run goes on
+  local msg=${3//$'\n'/ }
+  printf -- '- round %s, %s, %s, %s: %s\n' "$round" "$backing" "$1" "$2" "$msg" >>"$failures"
+  log "FAILED: $1 $2 on $backing: $msg"
 }
 # run a workload command with the step timeout; stdout to a file; returns its status
-step() { timeout -k 10 "$step_timeout" "$@"; }
+step() {
+  local rc=0
+  timeout -k 10 "$step_timeout" "$@" || rc=$?
+  ((rc == 124 || rc == 137)) && echo "(hung: killed after ${step_timeout} s) " >&2
+  return "$rc"
+}
+# Mount-table look-ups that never touch the mount itself: stat(2) of a hung FUSE mount blocks.
+is_mounted() { awk -v m="$1" '$5 == m {f = 1} END {exit !f}' /proc/self/mountinfo; }
+mount_dev() { awk -v m="$1" '$5 == m {d = $3} END {print d}' /proc/self/mountinfo; }
 # A progress line per measured figure (the run is long and unattended: show where it is).
 record_log() { log "    $1 $2 = $3"; }
 
-# A FUSE connection that hangs cannot be unmounted politely: abort it, kill the daemon.
+# A FUSE mount whose daemon hangs cannot be unmounted politely (umount waits on it): SIGKILL the
+# daemon, which aborts the connection (every waiting request fails with ENOTCONN), then unmount,
+# lazily if something still holds it.
 force_unmount() {
-  local m=$1 pid=$2 dev
-  dev=$(mountpoint -d "$m" 2>/dev/null || true)
-  umount "$m" 2>/dev/null || {
-    [[ -n $dev && -e /sys/fs/fuse/connections/${dev#*:}/abort ]] \
-      && echo 1 >"/sys/fs/fuse/connections/${dev#*:}/abort"
-    umount -l "$m" 2>/dev/null
-  }
+  local m=$1 pid=$2
   if [[ -n $pid ]]; then
-    kill "$pid" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
+  fi
+  if is_mounted "$m"; then
+    timeout -k 5 20 umount "$m" 2>/dev/null || timeout -k 5 20 umount -l "$m" 2>/dev/null
   fi
   cur_pid= cur_mnt=
 }
@@ -279,17 +285,17 @@ mount_sys() {
   cur_pid=$! cur_mnt=$m mnt=$m
   local i
   for ((i = 0; i < 600; i++)); do
-    mountpoint -q "$m" && break
+    is_mounted "$m" && break
     kill -0 "$cur_pid" 2>/dev/null || break
     sleep 0.05
   done
-  if ! mountpoint -q "$m"; then
+  if ! is_mounted "$m"; then
     tail -5 "$logs/$sys.log" >&2
     force_unmount "$m" "$cur_pid"
     return 1
   fi
   local dev ra
-  dev=$(mountpoint -d "$m")
+  dev=$(mount_dev "$m")
   ra=$(cat "/sys/class/bdi/$dev/read_ahead_kb" 2>/dev/null || echo '?')
   echo "$sys $ra" >>"$work/readahead.txt"
 }
@@ -298,10 +304,15 @@ umount_sys() {
   [[ -z $cur_mnt ]] && return 0
   local pid=$cur_pid m=$cur_mnt i
   hwm_max=$(( $(hwm_kib "$pid") > hwm_max ? $(hwm_kib "$pid") : hwm_max ))
-  if ! umount "$m" 2>>"$logs/umount.log"; then
-    for ((i = 0; i < 100; i++)); do sleep 0.1; umount "$m" 2>/dev/null && break; done
+  # umount(8) waits for the daemon's answers (flush, release): bounded, then forced.
+  if ! timeout -k 5 30 umount "$m" 2>>"$logs/umount.log"; then
+    for ((i = 0; i < 4; i++)); do
+      sleep 0.25
+      is_mounted "$m" || break
+      timeout -k 2 5 umount "$m" 2>/dev/null && break
+    done
   fi
-  if mountpoint -q "$m"; then force_unmount "$m" "$pid"; return 1; fi
+  if is_mounted "$m"; then force_unmount "$m" "$pid"; return 1; fi
   for ((i = 0; i < 200; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
   kill -0 "$pid" 2>/dev/null && { kill "$pid" 2>/dev/null; }
   wait "$pid" 2>/dev/null || true
@@ -343,7 +354,7 @@ run_cell() {
   else
     fail_note "$sys" "sequential write" "dd: $(head -c 300 "$work/err")"
   fi
-  rm -f "$mnt/seq"
+  step rm -f "$mnt/seq"
 
   # 3. random 4 KiB reads, then random 4 KiB writes, on a RAND_MIB file; each from a cold start
   if step dd if="$data" of="$mnt/rand" bs=1M count="$rand_mib" conv=fsync status=none 2>"$work/err"; then
@@ -373,15 +384,15 @@ EOF
   else
     fail_note "$sys" "random file layout" "dd: $(head -c 300 "$work/err")"
   fi
-  rm -f "$mnt/rand"
+  step rm -f "$mnt/rand"
 
   # 4. the small-file tree: untar; ls -lR after a remount; read every file after a remount; rm -rf
-  mkdir -p "$mnt/tree"
+  step mkdir -p "$mnt/tree" || { fail_note "$sys" untar "mkdir failed"; return 0; }
   t0=$(now)
   if step tar -xf "$tarball" -C "$mnt/tree" 2>"$work/err"; then
     t1=$(now)
     record "$sys" untar_s "$(calc "$t1 - $t0" 3)"
-    got=$(find "$mnt/tree" -type f | wc -l)
+    got=$(step find "$mnt/tree" -type f | wc -l)
     [[ $got == "$tree_files" ]] || fail_note "$sys" untar "found $got regular files after untar, the tarball has $tree_files"
     cold "$sys" "$base" || { fail_note "$sys" remount "remount before ls -lR failed"; return 0; }
     t0=$(now)
@@ -415,7 +426,6 @@ EOF
     umount_sys || fail_note "$sys" unmount "clean unmount failed (forced)"
     record "$sys" daemon_hwm_mib "$(calc "$hwm_max / 1024" 1)"
   fi
-  rm -rf "${base:?}/$sys"
 }
 
 # --- the run ------------------------------------------------------------------------------------
@@ -434,6 +444,9 @@ for ((round = 1; round <= rounds; round++)); do
       # In a condition, so that an unexpected error inside a cell is noted, not fatal to the run:
       # every measured step checks its own status (and a failed step records no figure).
       run_cell "$sys" "$base" || fail_note "$sys" cell "aborted (status $?)"
+      # A cell that gave up half-way may have left its mount: never carry it into the next one.
+      [[ -n $cur_mnt ]] && force_unmount "$cur_mnt" "$cur_pid"
+      rm -rf "${base:?}/$sys"
     done
   done
   backing=keyd
