@@ -5,6 +5,7 @@
 //   kmsfs info [--versions [--json]] CIPHERDIR
 //   kmsfs rewrap [--jobs N] [--rate FILES/S] [--dry-run] [--socket S] CIPHERDIR
 //   kmsfs reencrypt PATH...                           (files inside a kmsfs mount)
+//   kmsfs retire-version --key-id K --key-version N [--force] CIPHERDIR...
 //   kmsfs mount [-f] [-d] [-o OPTS]... [--socket S] CIPHERDIR MOUNTPOINT
 //   mount.kmsfs CIPHERDIR MOUNTPOINT [-o OPTS] [-n] [-s] [-v] [-f = fake]   (mount(8) helper)
 //   kmsfs CIPHERDIR MOUNTPOINT -o OPTS                (what mount.fuse3 runs for fuse.kmsfs)
@@ -428,6 +429,62 @@ int RunReencrypt(const std::vector<std::string>& paths) {
   return failed == 0 ? 0 : 1;
 }
 
+struct RetireRequest {
+  std::string key_id;
+  uint32_t version = 0;
+  std::optional<int64_t> pending_window_days;
+  bool force = false;
+  std::vector<std::string> cipherdirs;
+};
+
+// keyd cannot see cipher directories, so the check that no file still needs the version is
+// ours: every named volume is scanned (headers and kmsfs.conf) before RetireKeyVersion is sent.
+int RunRetireVersion(const RetireRequest& req, const KeydConfig& keyd) {
+  auto client = MakeClient(keyd);
+  if (!client.ok()) return Fail("retire-version", client.error());
+  // Blobs name key ids, never aliases: resolve first.
+  auto described = (*client)->Call(ipc::Op::kDescribeKey, {{"KeyId", req.key_id}});
+  if (!described.ok()) return Fail("retire-version: describe " + req.key_id, described.error());
+  const std::string key_id = (*described)["KeyMetadata"].value("KeyId", std::string());
+  if (key_id.empty()) {
+    return Fail("retire-version", Error(Code::kInternal, "DescribeKey returned no KeyId"));
+  }
+  uint64_t in_use = 0, unreadable = 0;
+  for (const auto& dir : req.cipherdirs) {
+    auto report = fs::lifecycle::ScanVersions(dir);
+    if (!report.ok()) return Fail("retire-version: scan " + dir, report.error());
+    const bool name_key =
+        report->name_key.key_id == key_id && report->name_key.version == req.version;
+    const uint64_t files = report->CountAt(key_id, req.version) - (name_key ? 1 : 0);
+    in_use += files + (name_key ? 1 : 0);
+    unreadable += report->unreadable.size();
+    std::cout << dir << ": " << files << " of " << report->total << " files under version "
+              << req.version << ", name key " << (name_key ? "too" : "not");
+    if (!report->unreadable.empty()) {
+      std::cout << ", " << report->unreadable.size() << " headers unreadable";
+    }
+    std::cout << "\n";
+  }
+  if ((in_use > 0 || unreadable > 0) && !req.force) {
+    std::cerr << "kmsfs: retire-version: refused: " << in_use
+              << " keys (files and name keys) still need version " << req.version << " of key "
+              << key_id << (unreadable > 0 ? " (and some headers could not be read)" : "")
+              << "; run `kmsfs rewrap CIPHERDIR` first, or pass --force to make them "
+                 "unreadable\n";
+    return ipc::ExitCodeForCode(Code::kFailedPrecondition);
+  }
+  nlohmann::json params = {{"KeyId", key_id}, {"KeyVersion", req.version}};
+  if (req.pending_window_days) params["PendingWindowInDays"] = *req.pending_window_days;
+  auto retired = (*client)->Call(ipc::Op::kRetireKeyVersion, std::move(params));
+  if (!retired.ok()) return Fail("retire-version", retired.error());
+  std::cout << "key " << key_id << " version " << req.version << ": "
+            << retired->value("KeyVersionState", std::string("?"))
+            << "; its material is destroyed after "
+            << retired->value("PendingWindowInDays", int64_t{0})
+            << " days (kmsctl cancel-key-version-retirement until then)\n";
+  return 0;
+}
+
 int RunCli(int argc, char** argv) {
   CLI::App app{"kmsfs: a transparent encrypting file system whose keys live in kmsfs-keyd"};
   app.require_subcommand(1);
@@ -472,6 +529,22 @@ int RunCli(int argc, char** argv) {
       "reencrypt", "Give files in a mounted volume fresh data keys (copy and atomic rename)");
   reencrypt->add_option("PATH", reencrypt_paths, "files inside a kmsfs mount")->required();
 
+  RetireRequest retire_req;
+  auto* retire = app.add_subcommand(
+      "retire-version",
+      "Retire an old key version (keyd RetireKeyVersion) once no file of the volumes uses it");
+  retire->add_option("--key-id", retire_req.key_id, "key id or alias/NAME")->required();
+  retire->add_option("--key-version", retire_req.version, "the version to retire")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  retire->add_option("--pending-window-in-days", retire_req.pending_window_days,
+                     "days before keyd destroys the version's material (keyd's default: 30)");
+  retire->add_flag("--force", retire_req.force,
+                   "retire even if files still use it (they become unreadable: ENOKEY)");
+  add_socket(retire);
+  retire->add_option("CIPHERDIR", retire_req.cipherdirs, "every volume that uses the key")
+      ->required();
+
   MountRequest req;
   auto* mount = app.add_subcommand("mount", "Mount CIPHERDIR on MOUNTPOINT");
   mount->add_flag("-f,--foreground", req.foreground, "stay in the foreground (systemd, tests)");
@@ -497,6 +570,7 @@ int RunCli(int argc, char** argv) {
   if (*info) return RunInfo(info_dir);
   if (*rewrap) return RunRewrap(rewrap_req, keyd);
   if (*reencrypt) return RunReencrypt(reencrypt_paths);
+  if (*retire) return RunRetireVersion(retire_req, keyd);
   req.socket_flag = socket_flag;
   return RunMount(req);
 }
@@ -504,7 +578,7 @@ int RunCli(int argc, char** argv) {
 bool IsSubcommand(const char* a) {
   return std::strcmp(a, "init") == 0 || std::strcmp(a, "info") == 0 ||
          std::strcmp(a, "mount") == 0 || std::strcmp(a, "rewrap") == 0 ||
-         std::strcmp(a, "reencrypt") == 0;
+         std::strcmp(a, "reencrypt") == 0 || std::strcmp(a, "retire-version") == 0;
 }
 
 }  // namespace

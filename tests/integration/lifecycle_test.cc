@@ -14,8 +14,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -310,6 +312,109 @@ TEST_CASE("reencrypt killed at random points 20 times never leaves a file unread
   CHECK(outside.exit_code != 0);
   CHECK_THAT(outside.err, Catch::Contains("not on a mounted kmsfs volume"));
   CHECK(v.mount->Unmount());
+}
+
+// `kmsctl audit list` output: one JSON record per line.
+std::vector<nlohmann::json> AuditRecords(Sandbox& box, const std::string& operation) {
+  RunResult r = box.Ctl({"audit", "list", "--operation", operation, "--limit", "1000"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  std::vector<nlohmann::json> out;
+  std::istringstream lines(r.out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object()) out.push_back(std::move(j));
+  }
+  return out;
+}
+
+TEST_CASE("retire-version is refused while files use the version and succeeds after rewrap",
+          "[lifecycle][retire]") {
+  MountedVolume v;
+  for (int i = 0; i < 3; ++i)
+    WriteFile(v.P("old" + std::to_string(i)), "v1 data " + std::to_string(i));
+  Rotate(v.box, v.key_id);
+  // An "old backup" of the whole cipher directory, taken while everything is under version 1.
+  const std::string backup = v.box.Path("backup");
+  stdfs::copy(v.cipherdir, backup, stdfs::copy_options::recursive);
+  WriteFile(v.P("new"), "v2 data");
+
+  std::vector<std::string> retire = {
+      KmsfsBinary(), "retire-version", "--socket", v.box.socket_path(),        "--key-id",
+      v.key_id,      "--key-version",  "1",        "--pending-window-in-days", "7",
+      v.cipherdir};
+  RunResult refused = Run(retire);
+  INFO(refused.out << refused.err);
+  CHECK(refused.exit_code != 0);
+  CHECK_THAT(refused.out, Catch::Contains("3 of 4 files under version 1, name key too"));
+  CHECK_THAT(refused.err, Catch::Contains("refused: 4 keys (files and name keys) still need version 1"));
+  CHECK(ReadFile(v.P("old0")) == "v1 data 0");  // nothing was retired
+
+  RunResult rewrap = Run(RewrapArgs(v, {}), {}, milliseconds(60'000));
+  INFO(rewrap.out << rewrap.err);
+  REQUIRE(rewrap.exit_code == 0);
+  RunResult ok = Run(retire);
+  INFO(ok.out << ok.err);
+  CHECK(ok.exit_code == 0);
+  CHECK_THAT(ok.out, Catch::Contains("0 of 4 files under version 1, name key not"));
+  CHECK_THAT(ok.out, Catch::Contains("version 1: Retired"));
+  // Retiring again: keyd refuses a version already retired; the tool passes that on.
+  CHECK(Run(retire).exit_code != 0);
+
+  // Every rewrapped file still reads; a file restored from the old backup does not: ENOKEY.
+  v.Remount();
+  for (int i = 0; i < 3; ++i)
+    CHECK(ReadFile(v.P("old" + std::to_string(i))) == "v1 data " + std::to_string(i));
+  CHECK(ReadFile(v.P("new")) == "v2 data");
+  // Restore one file from the backup: the backing entry with the same name, header under v1.
+  int restored = 0;
+  for (const auto& e : stdfs::directory_iterator(backup)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_regular_file() || format::IsReservedBackingName(name)) continue;
+    stdfs::copy_file(e.path(), v.cipherdir + "/" + name, stdfs::copy_options::overwrite_existing);
+    ++restored;
+  }
+  REQUIRE(restored == 3);  // the backup predates "new"
+  const auto before = AuditRecords(v.box, "Decrypt").size();
+  v.Remount();
+  for (int i = 0; i < 3; ++i) {
+    const int fd = ::open(v.P("old" + std::to_string(i)).c_str(), O_RDONLY);
+    const int err = fd < 0 ? errno : 0;
+    if (fd >= 0) ::close(fd);
+    CHECK(err == ENOKEY);
+  }
+  CHECK(ReadFile(v.P("new")) == "v2 data");
+  const auto records = AuditRecords(v.box, "Decrypt");
+  int refusals = 0;
+  for (size_t i = before; i < records.size(); ++i) {
+    if (records[i].value("Outcome", "") == "KeyUnavailableException" &&
+        records[i].value("KeyVersion", 0u) == 1u) {
+      ++refusals;
+    }
+  }
+  CHECK(refusals >= 3);
+  CHECK(v.mount->Unmount());
+  CheckLog(v.mount->Log(), {"ENOKEY", "KeyUnavailable", "key unavailable", "retired"});
+}
+
+TEST_CASE("retire-version --force retires a version still in use and its files read as ENOKEY",
+          "[lifecycle][retire]") {
+  MountedVolume v;
+  WriteFile(v.P("f"), "under version 1");
+  Rotate(v.box, v.key_id);
+  RunResult r = Run({KmsfsBinary(), "retire-version", "--socket", v.box.socket_path(), "--key-id",
+                     v.key_id, "--key-version", "1", "--force", v.cipherdir});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("1 of 1 files under version 1, name key too"));
+  CHECK_THAT(r.out, Catch::Contains("version 1: Retired"));
+  const int fd = ::open(v.P("f").c_str(), O_RDONLY);
+  const int err = fd < 0 ? errno : 0;
+  if (fd >= 0) ::close(fd);
+  CHECK(err == ENOKEY);
+  CHECK(v.mount->Unmount());
+  CheckLog(v.mount->Log(), {"ENOKEY", "KeyUnavailable", "key unavailable", "retired"});
 }
 
 // Not part of CI (hidden tag): the rewrap speed figure of issue 5's closing note.
