@@ -319,7 +319,7 @@ std::string VersionsLine(const fs::lifecycle::VersionReport& r) {
 
 struct RewrapRequest {
   std::string cipherdir;
-  unsigned jobs = 4;
+  unsigned jobs = 8;
   double rate = 0;
   bool dry_run = false;
 };
@@ -516,7 +516,7 @@ int RunCli(int argc, char** argv) {
   RewrapRequest rewrap_req;
   auto* rewrap = app.add_subcommand(
       "rewrap", "Re-wrap every file key and the name key under its key's current version");
-  rewrap->add_option("--jobs,-j", rewrap_req.jobs, "parallel keyd connections (default 4)")
+  rewrap->add_option("--jobs,-j", rewrap_req.jobs, "parallel keyd connections (default 8)")
       ->check(CLI::Range(1, 64));
   rewrap->add_option("--rate", rewrap_req.rate, "at most this many files per second (0: no limit)")
       ->check(CLI::NonNegativeNumber);

@@ -46,7 +46,7 @@ inline constexpr size_t kAtomicPrefix = 512;
 Result<Bytes> RewrapHeaderPage(ByteSpan old_page, ByteSpan new_blob);
 
 struct RewrapOptions {
-  unsigned jobs = 4;     // worker threads, each with its own keyd connection
+  unsigned jobs = 8;     // worker threads, each with its own keyd connection
   double rate = 0;       // files per second that need a ReEncrypt; 0 = unlimited
   bool dry_run = false;  // count what would be rewrapped, write nothing
   // Called from worker threads (serialized by the caller's progress object) after each file.
