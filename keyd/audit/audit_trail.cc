@@ -353,7 +353,9 @@ Status AuditTrail::AppendInTxn(WriteTxn& txn, AuditRecord record) {
 void AuditTrail::NoteCommitResult(const Status& s, size_t records) {
   if (s.ok()) {
     commits_.fetch_add(1, std::memory_order_relaxed);
-    appended_.fetch_add(records, std::memory_order_relaxed);
+    const uint64_t before = appended_.fetch_add(records, std::memory_order_relaxed);
+    const uint64_t every = options_.release_map_every;
+    if (every > 0 && before / every != (before + records) / every) env_.ReleaseMappedPages();
     uint64_t prev = max_batch_.load(std::memory_order_relaxed);
     while (prev < records && !max_batch_.compare_exchange_weak(prev, records)) {
     }

@@ -2,12 +2,16 @@
 
 #include <fcntl.h>
 #include <lmdb.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <fstream>
 #include <set>
+#include <string>
 #include <utility>
 
 #include "common/base/unique_fd.h"
@@ -306,6 +310,26 @@ Result<Db> Env::OpenDb(const std::string& name, bool create) {
   if (rc != 0) return LmdbError(rc, "LMDB commit (open db " + name + ")");
   dbis_.emplace(name, Db{dbi});
   return Db{dbi};
+}
+
+void Env::ReleaseMappedPages() const {
+  // LMDB does not say where it mapped the file (MDB_envinfo's address is only the fixed-map
+  // hint), so find the mappings of data.mdb, by device and inode, in /proc/self/maps.
+  mdb_filehandle_t fd;
+  struct stat st {};
+  if (::mdb_env_get_fd(env_, &fd) != 0 || ::fstat(fd, &st) != 0) return;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    unsigned long start = 0, end = 0, offset = 0, inode = 0;
+    unsigned major = 0, minor = 0;
+    char perms[8] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &offset, &major,
+                    &minor, &inode) == 7 &&
+        inode == st.st_ino && makedev(major, minor) == st.st_dev && end > start) {
+      ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
+    }
+  }
 }
 
 Status Env::CopyTo(int fd) const {

@@ -140,6 +140,13 @@ class Env {
   // which may hold superseded sealed material, are omitted), into `fd`, which is fsync'ed.
   Status CopyTo(int fd) const;
 
+  // Drops this process's page-table entries for LMDB's read-only map of data.mdb
+  // (madvise MADV_DONTNEED). Why: every page a transaction reads through the map stays mapped, so
+  // an append-only database (the audit trail) makes the resident set grow with the file. The map
+  // is a shared file mapping: the data stays in the page cache (or on tmpfs) and the next access
+  // simply faults it back, so this is safe at any time, with transactions running. Best effort.
+  void ReleaseMappedPages() const;
+
   const std::string& dir() const { return dir_; }
 
  private:
