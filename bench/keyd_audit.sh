@@ -101,5 +101,5 @@ for n in disk noaudit tmpfs; do
   printf 'keyd %-8s peak RSS %6s KiB (at the end: %s), audit records in the trail: %s\n' "$n" \
     "$(get "$n" peak_rss_kib)" "$(get "$n" rss_detail)" "$(get "$n" audit_records)"
 done
-echo "mapped_files is LMDB's map of data.mdb: every page of the trail a commit reads stays mapped"
-echo "(page cache, reclaimable), so it grows with the trail (~0.7 KiB per record); anon is keyd's own"
+echo "anon is keyd's own memory; mapped_files is the executable plus LMDB's map of data.mdb, whose"
+echo "pages keyd drops every 2048 records (AuditTrail release_map_every): it does not grow with the trail"
