@@ -110,8 +110,9 @@ Result<bool> HasLink(BackingFile* backing, const Volume& volume, const LinkName&
 }
 
 Status UpdateLinks(BackingFile* backing, const Volume& volume, const LinkName* add,
-                   const LinkName* remove, bool sync, size_t max_links) {
+                   const LinkName* remove, bool sync, size_t max_links, bool* changed_out) {
   KMSFS_CHECK(backing != nullptr);
+  if (changed_out != nullptr) *changed_out = false;
   if (!volume.links_enabled() || (add == nullptr && remove == nullptr)) return Status::Ok();
   KMSFS_ASSIGN_OR_RETURN(format::FileHeader header, ReadHeader(backing));
   std::vector<format::LinkTag> links = header.links;
@@ -139,6 +140,7 @@ Status UpdateLinks(BackingFile* backing, const Volume& volume, const LinkName* a
   if (!changed) return Status::Ok();
   KMSFS_ASSIGN_OR_RETURN(format::LinksWrite w, format::PrepareLinksWrite(header, std::move(links)));
   KMSFS_RETURN_IF_ERROR(backing->PWrite(w.bytes, w.offset));
+  if (changed_out != nullptr) *changed_out = true;
   if (sync) KMSFS_RETURN_IF_ERROR(backing->Sync(/*data_only=*/true));
   return Status::Ok();
 }

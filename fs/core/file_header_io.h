@@ -27,6 +27,7 @@ struct FileKey {
 struct LinkName {
   format::Id128 dir_id{};
   std::string backing_name;
+  friend bool operator==(const LinkName&, const LinkName&) = default;
 };
 
 // Hard-link limit: link() beyond it is EMLINK. Renames may go up to the slot capacity
@@ -65,12 +66,13 @@ Result<bool> HasLink(BackingFile* backing, const Volume& volume, const LinkName&
 // as one write of the inactive link slot (the key region is never touched), then fdatasync if
 // `sync`. A no-op (no write) when nothing changes, and in a volume without links.
 // `max_links`: kInvalidArgument with EMLINK if the new set would exceed it. kIo from the
-// backing file; kCorrupt for a header that does not parse.
+// backing file; kCorrupt for a header that does not parse. `*changed` (if given) tells whether
+// a slot was written, so a caller undoing an add never removes a tag that was there before.
 // Ordering (format.md §6.2): link() adds with sync before the backing link exists; rename adds
 // the new name with sync before the backing rename and removes the old one after; unlink of one
 // of several names removes its tag after the backing unlink.
 Status UpdateLinks(BackingFile* backing, const Volume& volume, const LinkName* add,
                    const LinkName* remove, bool sync,
-                   size_t max_links = format::FileHeader::kMaxLinkTags);
+                   size_t max_links = format::FileHeader::kMaxLinkTags, bool* changed = nullptr);
 
 }  // namespace kmsfs::fs

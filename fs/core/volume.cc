@@ -101,7 +101,7 @@ Result<std::unique_ptr<Volume>> Volume::Create(const std::string& cipherdir,
 
   config.key_id = key_id;
   config.features = {format::kFeatureInterleavedMetaV1, format::kFeatureLongNames,
-                     format::kFeatureSivNames};
+                     format::kFeatureSivNames, format::kFeatureHeaderLinks};
   config.name_key_blob = std::move(name_key.wrapped);
   KMSFS_ASSIGN_OR_RETURN(config.created_at, format::Rfc3339Utc(std::time(nullptr)));
   KMSFS_ASSIGN_OR_RETURN(Bytes mac_input, format::VolumeConfigMacInput(config));

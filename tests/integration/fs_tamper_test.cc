@@ -4,6 +4,7 @@
 // O_DIRECT handles after a remount, so neither the kernel's page cache nor readahead serves
 // anything that kmsfs did not decrypt for that very request.
 #include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_EXCHANGE
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -176,7 +177,8 @@ void CheckHeaderFlips(const std::set<std::string>& which, bool invert) {
     uint64_t offset;
   };
   // Header v1: magic 0..3, version 4..5, flags 6..9, file id 10..25, blob_len 26..27, the wrapped
-  // blob from 28 (its key id from 34, its GCM ciphertext and tag at the end), zero padding.
+  // blob from 28 (its key id from 34, its GCM ciphertext and tag at the end), zero padding to
+  // 1024, then link slots 0 (1024..2559) and 1 (2560..4095).
   const std::string header = ReadRaw(victim, 0, kPage);
   const uint64_t blob_len = static_cast<uint16_t>((static_cast<uint8_t>(header[26]) << 8) |
                                                   static_cast<uint8_t>(header[27]));
@@ -197,7 +199,12 @@ void CheckHeaderFlips(const std::set<std::string>& which, bool invert) {
       {"blob ciphertext", 28 + blob_len - 20},
       {"blob tag", 28 + blob_len - 1},
       {"padding after the blob", 28 + blob_len + 5},
-      {"last padding byte", kPage - 1},
+      {"last padding byte of the key region", 1023},
+      // The only link slot written (slot 0, format.md §6.1): damaged, it reads as torn, no link
+      // set is left, and the file's own name is no longer listed.
+      {"link slot 0: seq", 1024 + 3},
+      {"link slot 0: the tag", 1024 + 8 + 5},
+      {"link slot 0: crc", 1024 + 1535},
   };
   for (const Case& c : cases) {
     if ((which.count(c.what) != 0) == invert) continue;
@@ -213,20 +220,27 @@ void CheckHeaderFlips(const std::set<std::string>& which, bool invert) {
     CHECK(ReadFile(v.P("bystander")) == good_data);
     FlipByte(victim, c.offset);  // restore
   }
+  if (invert) {
+    // Slot 1 was never written: a flip there is a torn write of a slot nobody reads.
+    v.Remount();
+    FlipByte(victim, kPage - 1);
+    CHECK(ReadFile(v.P("victim")) == data);
+    FlipByte(victim, kPage - 1);
+  }
   v.Remount();
   CHECK(ReadFile(v.P("victim")) == data);  // the flips, not something else, made the EIO
   CHECK(v.mount->Unmount());
 }
 
-TEST_CASE("tamper: a byte flipped in a file header (blob, file id, magic, padding) is EIO",
-          "[fs][tamper]") {
+TEST_CASE(
+    "tamper: a byte flipped in a file header (blob, file id, magic, padding, link slot) is EIO",
+    "[fs][tamper]") {
   CheckHeaderFlips({"blob key id"}, /*invert=*/true);
 }
 
 // A flipped byte in the wrapped DEK's key id names a key keyd does not have: keyd answers
 // NotFoundException, and fs/core turns that into kCorrupt (EIO), not ENOENT, for a file header.
-TEST_CASE("tamper: a byte flipped in the header blob's key id is EIO, not ENOENT",
-          "[fs][tamper]") {
+TEST_CASE("tamper: a byte flipped in the header blob's key id is EIO, not ENOENT", "[fs][tamper]") {
   CheckHeaderFlips({"blob key id"}, /*invert=*/false);
 }
 
@@ -351,24 +365,46 @@ TEST_CASE("tamper: a block and its entry transplanted from another file are EIO"
   CHECK(v.mount->Unmount());
 }
 
-TEST_CASE(
-    "tamper: a whole-file copy over another file in the same volume is NOT detected "
-    "(format.md §10): the copy reads as the source",
-    "[fs][tamper]") {
+// docs/format.md §6.2: a file header lists the directory entries that may name the file (link
+// tags under a key derived from the volume's name key), and an open checks the entry it came
+// through. A complete file placed under another name is EIO there, and keyd is not even asked.
+TEST_CASE("tamper: a whole-file copy over another file in the same volume is EIO, the source reads",
+          "[fs][tamper][links]") {
   MountedVolume v;
   const std::string src = Pattern(kSmall, 10);
   const std::string dst = Pattern(3 * kPage, 11);
   const std::string bsrc = WriteAndLocate(v, "src", src);
   const std::string bdst = WriteAndLocate(v, "dst", dst);
+  // Long names (a kmsfs.longname.* entry and its side file) are bound the same way.
+  const std::string long_name(200, 'L');
+  WriteFile(v.P(long_name), dst);
+  std::string blong;  // BackingEntries skips kmsfs.* names: find the long-name entry itself
+  for (const auto& e : std::filesystem::directory_iterator(v.cipherdir)) {
+    const std::string n = e.path().filename().string();
+    if (n.starts_with("kmsfs.longname.") && !n.ends_with(".name")) blong = e.path().string();
+  }
+  REQUIRE_FALSE(blong.empty());
   v.Remount();
   std::filesystem::copy_file(bsrc, bdst, std::filesystem::copy_options::overwrite_existing);
-  // Documented (docs/threat-model.md, docs/format.md §10): nothing binds contents to a name.
-  CHECK(ReadFile(v.P("dst")) == src);
+  std::filesystem::copy_file(bsrc, blong, std::filesystem::copy_options::overwrite_existing);
+  for (const std::string& victim : {std::string("dst"), long_name}) {
+    INFO("victim: " << victim.substr(0, 8));
+    int open_errno = 0;
+    ReadBlocks(v.P(victim), src, 3, &open_errno);
+    CHECK(open_errno == EIO);
+    CHECK(ReadWhole(v.P(victim), src) == EIO);
+  }
   CHECK(ReadFile(v.P("src")) == src);
-  struct stat st;
-  REQUIRE(::stat(v.P("dst").c_str(), &st) == 0);
-  CHECK(static_cast<size_t>(st.st_size) == src.size());
-  SECTION("but a copy into another volume is detected (EIO)") {
+  // The mount stays usable: the victim's name can be unlinked and written anew.
+  REQUIRE(::unlink(v.P("dst").c_str()) == 0);
+  WriteFile(v.P("dst"), "fresh");
+  CHECK(ReadFile(v.P("dst")) == "fresh");
+  CHECK(v.mount->Unmount());
+  // One warn line per refused open, naming the inode, never a name.
+  const std::string log = v.mount->Log();
+  CHECK(log.find("not linked under this name") != std::string::npos);
+  CHECK(log.find(long_name) == std::string::npos);
+  SECTION("and a copy into another volume is detected (EIO)") {
     const std::string other_key = CreateKey(v.box);
     const std::string other_cipher = v.box.Path("cipher2");
     InitVolume(v.box, other_key, other_cipher);
@@ -386,6 +422,129 @@ TEST_CASE(
     CHECK(ReadWhole(again.Path("victim"), src) == EIO);
     CHECK(again.Unmount());
   }
+}
+
+TEST_CASE("tamper: two files' backing names swapped leave both EIO", "[fs][tamper][links]") {
+  MountedVolume v;
+  const std::string a = Pattern(kSmall, 20);
+  const std::string b = Pattern(kPage + 1, 21);
+  const std::string ba = WriteAndLocate(v, "a", a);
+  const std::string bdir =
+      Locate(v.cipherdir, [&] { REQUIRE(::mkdir(v.P("e").c_str(), 0755) == 0); });
+  const std::string bb = Locate(bdir, [&] { WriteFile(v.P("e/b"), b); });
+  const std::string bc = WriteAndLocate(v, "c", "third");
+  v.Remount();
+  SECTION("two files in one directory") {
+    std::filesystem::rename(ba, ba + ".tmp");
+    std::filesystem::rename(bc, ba);
+    std::filesystem::rename(ba + ".tmp", bc);
+    CHECK(ReadWhole(v.P("a"), a) == EIO);
+    CHECK(ReadWhole(v.P("c"), "third") == EIO);
+  }
+  SECTION("a file moved into another directory, over a file there") {
+    // The name decrypts only in its own directory, so the attacker keeps b's backing name and
+    // puts a's contents under it.
+    std::filesystem::rename(ba, bb);
+    CHECK(ReadWhole(v.P("e/b"), a) == EIO);
+    struct stat st;
+    CHECK(ErrnoOf(::stat(v.P("a").c_str(), &st)) == ENOENT);
+  }
+  CHECK(v.mount->Unmount());
+}
+
+TEST_CASE("links: hard links, renames and exchanges keep working across remounts", "[fs][links]") {
+  MountedVolume v;
+  const std::string a = Pattern(kSmall, 30);
+  const std::string x = Pattern(100, 31);
+  const std::string y = Pattern(kPage, 32);
+  const std::string long_name(220, 'n');
+  WriteFile(v.P("a"), a);
+  WriteFile(v.P("x"), x);
+  WriteFile(v.P("y"), y);
+  REQUIRE(::mkdir(v.P("d1").c_str(), 0755) == 0);
+  REQUIRE(::mkdir(v.P("d1/sub").c_str(), 0755) == 0);
+  REQUIRE(::link(v.P("a").c_str(), v.P("d1/a-link").c_str()) == 0);
+  REQUIRE(::link(v.P("a").c_str(), v.P(long_name).c_str()) == 0);
+  REQUIRE(::rename(v.P("d1/a-link").c_str(), v.P("d1/sub/moved").c_str()) == 0);
+  REQUIRE(::renameat2(AT_FDCWD, v.P("x").c_str(), AT_FDCWD, v.P("y").c_str(), RENAME_EXCHANGE) ==
+          0);
+  // A directory rename moves its children without touching their headers.
+  REQUIRE(::rename(v.P("d1").c_str(), v.P("d2").c_str()) == 0);
+  // A read-only file renames too (its header's link slot is rewritten all the same).
+  WriteFile(v.P("ro"), "read-only");
+  REQUIRE(::chmod(v.P("ro").c_str(), 0444) == 0);
+  REQUIRE(::rename(v.P("ro").c_str(), v.P("d2/ro").c_str()) == 0);
+  // Replacing a file that keeps another name: the survivor still opens under it.
+  WriteFile(v.P("victim"), "replaced");
+  REQUIRE(::link(v.P("victim").c_str(), v.P("survivor").c_str()) == 0);
+  WriteFile(v.P("newcomer"), "newcomer");
+  REQUIRE(::rename(v.P("newcomer").c_str(), v.P("victim").c_str()) == 0);
+
+  auto check_all = [&] {
+    CHECK(ReadFile(v.P("a")) == a);
+    CHECK(ReadFile(v.P("d2/sub/moved")) == a);
+    CHECK(ReadFile(v.P(long_name)) == a);
+    CHECK(ReadFile(v.P("x")) == y);
+    CHECK(ReadFile(v.P("y")) == x);
+    CHECK(ReadFile(v.P("d2/ro")) == "read-only");
+    CHECK(ReadFile(v.P("victim")) == "newcomer");
+    CHECK(ReadFile(v.P("survivor")) == "replaced");
+  };
+  check_all();
+  v.Remount();
+  check_all();
+  // Unlinking names one by one: the rest keep opening, after a remount too.
+  REQUIRE(::unlink(v.P("a").c_str()) == 0);
+  REQUIRE(::unlink(v.P(long_name).c_str()) == 0);
+  CHECK(ReadFile(v.P("d2/sub/moved")) == a);
+  v.Remount();
+  CHECK(ReadFile(v.P("d2/sub/moved")) == a);
+  struct stat st;
+  REQUIRE(::stat(v.P("d2/sub/moved").c_str(), &st) == 0);
+  CHECK(st.st_nlink == 1);
+  CHECK(v.mount->Unmount());
+}
+
+TEST_CASE("links: the other name opens right after the name last looked up is unlinked",
+          "[fs][links]") {
+  MountedVolume v;
+  WriteFile(v.P("one"), "shared");
+  REQUIRE(::link(v.P("one").c_str(), v.P("two").c_str()) == 0);
+  for (int round = 0; round < 20; ++round) {
+    INFO("round " << round);
+    const std::string keep = round % 2 ? "one" : "two";
+    const std::string gone = round % 2 ? "two" : "one";
+    struct stat st;
+    REQUIRE(::stat(v.P(keep).c_str(), &st) == 0);  // both names' dentries are cached now...
+    REQUIRE(::stat(v.P(gone).c_str(), &st) == 0);  // ...and kmsfs last saw `gone`
+    REQUIRE(::unlink(v.P(gone).c_str()) == 0);
+    CHECK(ReadFile(v.P(keep)) == "shared");  // through the cached dentry of `keep`
+    REQUIRE(::link(v.P(keep).c_str(), v.P(gone).c_str()) == 0);
+  }
+  SECTION("an open-unlinked file reopens through /proc") {
+    const int fd = ::open(v.P("one").c_str(), O_RDONLY);
+    REQUIRE(fd >= 0);
+    REQUIRE(::unlink(v.P("one").c_str()) == 0);
+    REQUIRE(::unlink(v.P("two").c_str()) == 0);
+    const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+    CHECK(ReadFile(proc) == "shared");
+    ::close(fd);
+  }
+  CHECK(v.mount->Unmount());
+}
+
+TEST_CASE("links: at most 64 names per file, then EMLINK", "[fs][links]") {
+  MountedVolume v;
+  WriteFile(v.P("f"), "many names");
+  for (int i = 1; i < 64; ++i) {
+    REQUIRE(::link(v.P("f").c_str(), v.P("n" + std::to_string(i)).c_str()) == 0);
+  }
+  CHECK(ErrnoOf(::link(v.P("f").c_str(), v.P("n64").c_str())) == EMLINK);
+  // Renames still work at the limit (the new tag exists next to the old one for a moment).
+  REQUIRE(::rename(v.P("n5").c_str(), v.P("renamed").c_str()) == 0);
+  v.Remount();
+  CHECK(ReadFile(v.P("renamed")) == "many names");
+  CHECK(ReadFile(v.P("n63")) == "many names");
   CHECK(v.mount->Unmount());
 }
 

@@ -19,6 +19,10 @@ using fakes::MemBackingFile;
 using testing::TempDir;
 
 const Requester kAlice{1000, 1000, 4242, "/alice/notes.txt"};
+// The directory entry the test files are created under (format.md §6.2).
+const LinkName kLink{format::Id128{1, 2, 3}, "bmFtZS1vbmUtZm9yLXRlc3Rz"};
+const LinkName kOtherName{format::Id128{1, 2, 3}, "b3RoZXItbmFtZS1mb3ItdGVzdA"};
+const LinkName kOtherDir{format::Id128{9, 9, 9}, "bmFtZS1vbmUtZm9yLXRlc3Rz"};
 
 struct VolumeFixture {
   VolumeFixture() {
@@ -38,7 +42,7 @@ std::unique_ptr<FileContent> ContentFor(const Volume& v, const FileKey& key, Bac
 TEST_CASE("CreateFile writes a header and an empty file; OpenFileKey unwraps it", "[fs][header]") {
   VolumeFixture fx;
   MemBackingFile mem;
-  auto created = CreateFile(&mem, *fx.volume, &fx.keys, kAlice);
+  auto created = CreateFile(&mem, *fx.volume, &fx.keys, kAlice, &kLink);
   REQUIRE(created.ok());
   CHECK(mem.RawSize() == format::kMinBackingSize);
   CHECK(created->dek.size() == 32);
@@ -75,11 +79,11 @@ TEST_CASE("CreateFile writes a header and an empty file; OpenFileKey unwraps it"
     CHECK(OpenFileKey(&mem, *fx.volume, &fx.keys, kAlice).error().code() == Code::kUnavailable);
   }
   SECTION("CreateFile needs an empty backing file and writes nothing if denied") {
-    CHECK(CreateFile(&mem, *fx.volume, &fx.keys, kAlice).error().code() ==
+    CHECK(CreateFile(&mem, *fx.volume, &fx.keys, kAlice, &kLink).error().code() ==
           Code::kFailedPrecondition);
     MemBackingFile fresh;
     fx.keys.DenyPath(kAlice.path);
-    CHECK(CreateFile(&fresh, *fx.volume, &fx.keys, kAlice).error().code() ==
+    CHECK(CreateFile(&fresh, *fx.volume, &fx.keys, kAlice, &kLink).error().code() ==
           Code::kPermissionDenied);
     CHECK(fresh.RawSize() == 0);
   }
@@ -88,7 +92,7 @@ TEST_CASE("CreateFile writes a header and an empty file; OpenFileKey unwraps it"
 TEST_CASE("a tampered header never unwraps", "[fs][header][tamper]") {
   VolumeFixture fx;
   MemBackingFile mem;
-  REQUIRE(CreateFile(&mem, *fx.volume, &fx.keys, kAlice).ok());
+  REQUIRE(CreateFile(&mem, *fx.volume, &fx.keys, kAlice, &kLink).ok());
   const Bytes original = mem.Snapshot();
 
   SECTION("every byte of the header page") {
@@ -122,7 +126,7 @@ TEST_CASE("a tampered header never unwraps", "[fs][header][tamper]") {
   SECTION("a header from another volume") {
     VolumeFixture other;
     MemBackingFile theirs;
-    REQUIRE(CreateFile(&theirs, *other.volume, &fx.keys, kAlice).ok());
+    REQUIRE(CreateFile(&theirs, *other.volume, &fx.keys, kAlice, &kLink).ok());
     mem.RawWrite(0, theirs.RawRead(0, 4096));
     CHECK(OpenFileKey(&mem, *fx.volume, &fx.keys, kAlice).error().code() == Code::kCorrupt);
   }
@@ -131,7 +135,7 @@ TEST_CASE("a tampered header never unwraps", "[fs][header][tamper]") {
                 ->Write(testing::Pattern(9000), 0)
                 .ok());
     MemBackingFile theirs;
-    REQUIRE(CreateFile(&theirs, *fx.volume, &fx.keys, kAlice).ok());
+    REQUIRE(CreateFile(&theirs, *fx.volume, &fx.keys, kAlice, &kLink).ok());
     mem.RawWrite(0, theirs.RawRead(0, 4096));
     auto key = OpenFileKey(&mem, *fx.volume, &fx.keys, kAlice);
     REQUIRE(key.ok());  // the header is genuine...
@@ -146,7 +150,7 @@ TEST_CASE("OpenFileTable shares one state per inode and wipes it on last release
   VolumeFixture fx;
   auto mem = std::make_unique<MemBackingFile>();
   MemBackingFile* raw = mem.get();
-  REQUIRE(CreateFile(raw, *fx.volume, &fx.keys, kAlice).ok());
+  REQUIRE(CreateFile(raw, *fx.volume, &fx.keys, kAlice, &kLink).ok());
   OpenFileTable table(fx.volume->id());
 
   auto first =
@@ -189,6 +193,122 @@ TEST_CASE("OpenFileTable shares one state per inode and wipes it on last release
     CHECK(table.Find(7) == nullptr);
     CHECK(table.open_inodes() == 0);
     CHECK(held->content().Size().value() == 5);
+  }
+}
+
+Code OpenVia(MemBackingFile* mem, VolumeFixture& fx, const LinkName& via) {
+  auto r = OpenFileKey(mem, *fx.volume, &fx.keys, kAlice, &via);
+  return r.ok() ? Code::kOk : r.error().code();
+}
+
+TEST_CASE("link tags: an open must come through a name the header lists", "[fs][header][links]") {
+  VolumeFixture fx;
+  REQUIRE(fx.volume->links_enabled());  // kmsfs init writes feature header-links
+  MemBackingFile mem;
+  REQUIRE(CreateFile(&mem, *fx.volume, &fx.keys, kAlice, &kLink).ok());
+  CHECK(OpenVia(&mem, fx, kLink) == Code::kOk);
+  const int decrypts = fx.keys.decrypt_calls();
+  CHECK(OpenVia(&mem, fx, kOtherName) == Code::kCorrupt);
+  CHECK(OpenVia(&mem, fx, kOtherDir) == Code::kCorrupt);
+  CHECK(fx.keys.decrypt_calls() == decrypts);  // refused before keyd is asked
+  CHECK(HasLink(&mem, *fx.volume, kLink).value());
+  CHECK_FALSE(HasLink(&mem, *fx.volume, kOtherName).value());
+  // A volume's files need their first link.
+  MemBackingFile nameless;
+  CHECK(CreateFile(&nameless, *fx.volume, &fx.keys, kAlice).error().code() ==
+        Code::kInvalidArgument);
+
+  SECTION("a whole file copied over another: the copy does not open under the other's name") {
+    MemBackingFile victim;
+    REQUIRE(CreateFile(&victim, *fx.volume, &fx.keys, kAlice, &kOtherName).ok());
+    victim.Restore(mem.Snapshot());
+    CHECK(OpenVia(&victim, fx, kOtherName) == Code::kCorrupt);
+  }
+  SECTION("the link key is the volume's: another volume's tags do not count") {
+    VolumeFixture other;
+    MemBackingFile theirs;
+    REQUIRE(CreateFile(&theirs, *other.volume, &fx.keys, kAlice, &kLink).ok());
+    CHECK_FALSE(HasLink(&theirs, *fx.volume, kLink).value());
+  }
+}
+
+TEST_CASE("link tags: a crash between the steps of a rename leaves the file readable",
+          "[fs][header][links]") {
+  VolumeFixture fx;
+  MemBackingFile mem;
+  REQUIRE(CreateFile(&mem, *fx.volume, &fx.keys, kAlice, &kLink).ok());
+  const Bytes before = mem.Snapshot();
+  const Bytes key_region = mem.RawRead(0, format::FileHeader::kKeyRegionSize);
+
+  // Step 1 of rename(kLink -> kOtherName): the new tag, synced, before the backing rename.
+  bool added = false;
+  REQUIRE(UpdateLinks(&mem, *fx.volume, &kOtherName, nullptr, /*sync=*/true,
+                      format::FileHeader::kMaxLinkTags, &added)
+              .ok());
+  CHECK(added);
+  const Bytes after_add = mem.Snapshot();
+  // A crash here (before or after the backing rename): both names open.
+  CHECK(OpenVia(&mem, fx, kLink) == Code::kOk);
+  CHECK(OpenVia(&mem, fx, kOtherName) == Code::kOk);
+  // Step 3: the old tag goes after the backing rename.
+  REQUIRE(UpdateLinks(&mem, *fx.volume, nullptr, &kLink, /*sync=*/false).ok());
+  CHECK(OpenVia(&mem, fx, kLink) == Code::kCorrupt);
+  CHECK(OpenVia(&mem, fx, kOtherName) == Code::kOk);
+  CHECK(mem.RawRead(0, format::FileHeader::kKeyRegionSize) == key_region);  // never rewritten
+  // Nothing to do is no write at all.
+  added = true;
+  REQUIRE(UpdateLinks(&mem, *fx.volume, &kOtherName, &kLink, true, 64, &added).ok());
+  CHECK_FALSE(added);
+
+  SECTION("step 1 torn at any sector: the old name still opens") {
+    mem.Restore(before);
+    auto header = format::ParseFileHeader(mem.RawRead(0, 4096)).value();
+    const Bytes add_write = [&] {
+      MemBackingFile scratch;
+      scratch.Restore(before);
+      REQUIRE(UpdateLinks(&scratch, *fx.volume, &kOtherName, nullptr, false).ok());
+      return scratch.RawRead(0, 4096);
+    }();
+    const size_t slot = format::FileHeader::kSlotOffset[1 - header.active_slot];
+    for (size_t cut = 0; cut < format::FileHeader::kSlotSize; cut += 512) {
+      CAPTURE(cut);
+      mem.Restore(before);
+      // Only the sectors before `cut` reached the disk; then, the ones after it instead.
+      mem.RawWrite(slot, ByteSpan(add_write).subspan(slot, cut));
+      CHECK(OpenVia(&mem, fx, kLink) == Code::kOk);
+      mem.Restore(before);
+      mem.RawWrite(slot + cut,
+                   ByteSpan(add_write).subspan(slot + cut, format::FileHeader::kSlotSize - cut));
+      CHECK(OpenVia(&mem, fx, kLink) == Code::kOk);
+    }
+  }
+  SECTION("step 3 torn: the file opens under the new name (and the stale old one)") {
+    const Bytes removed = mem.Snapshot();
+    auto header = format::ParseFileHeader(ByteSpan(after_add).first(4096)).value();
+    const size_t slot = format::FileHeader::kSlotOffset[1 - header.active_slot];
+    mem.Restore(after_add);
+    mem.RawWrite(slot, ByteSpan(removed).subspan(slot, 512));
+    CHECK(OpenVia(&mem, fx, kOtherName) == Code::kOk);
+    CHECK(OpenVia(&mem, fx, kLink) == Code::kOk);  // the documented stale tag
+  }
+}
+
+TEST_CASE("link tags: at most kMaxHardLinks names per link()", "[fs][header][links]") {
+  VolumeFixture fx;
+  MemBackingFile mem;
+  REQUIRE(CreateFile(&mem, *fx.volume, &fx.keys, kAlice, &kLink).ok());
+  for (size_t i = 1; i < kMaxHardLinks; ++i) {
+    const LinkName n{kLink.dir_id, "link" + std::to_string(i)};
+    REQUIRE(UpdateLinks(&mem, *fx.volume, &n, nullptr, false, kMaxHardLinks).ok());
+  }
+  const LinkName one_more{kLink.dir_id, "one-more"};
+  auto st = UpdateLinks(&mem, *fx.volume, &one_more, nullptr, false, kMaxHardLinks);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.error().sys_errno() == EMLINK);
+  // A rename may still add its new name for a moment (the slot holds 95).
+  CHECK(UpdateLinks(&mem, *fx.volume, &one_more, nullptr, false).ok());
+  for (size_t i = 1; i < kMaxHardLinks; ++i) {
+    CHECK(OpenVia(&mem, fx, LinkName{kLink.dir_id, "link" + std::to_string(i)}) == Code::kOk);
   }
 }
 
