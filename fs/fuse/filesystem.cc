@@ -203,6 +203,10 @@ Result<fuse_entry_param> Filesystem::LookupBacking(Inode* parent, const std::str
     return Error(Code::kFailedPrecondition, "mount point inside the backing directory");
   }
   Inode* inode = inodes_.Remember(std::move(fd), st, parent, std::move(plain_name));
+  if (S_ISREG(st.st_mode) && volume_->links_enabled()) {
+    // The entry an open will be checked against (format.md §6.2); the dir id is cached.
+    if (auto dir_id = DirIdOf(parent); dir_id.ok()) SetLink(inode, LinkName{*dir_id, backing_name});
+  }
   fuse_entry_param e{};
   e.ino = FuseIno(inode);
   e.attr_timeout = options_.timeout;
@@ -223,8 +227,7 @@ Status Filesystem::FixupAttr(Inode* inode, int fd, struct stat* st) {
   if (S_ISREG(st->st_mode)) {
     {
       std::shared_lock io(inode->io_mu);
-      // A state whose key was revoked falls through to the backing size (same result).
-      if (inode->open_file && inode->open_file->has_key()) {
+      if (inode->open_file) {
         KMSFS_ASSIGN_OR_RETURN(uint64_t size, inode->open_file->content().Size());
         st->st_size = static_cast<off_t>(size);
         return Status::Ok();
