@@ -72,9 +72,11 @@ run_one() {
   echo "$name audit_records ${records:-?}"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
+  rm -rf "$dir"
 }
 
-results=$( {
+# run_one runs inside $( ): its dirs/pids are that subshell's, so the subshell cleans up too.
+results=$( trap cleanup EXIT; {
   run_one disk "$keyd" /var/tmp
   run_one noaudit "$keyd_noaudit" /var/tmp
   run_one tmpfs "$keyd" /dev/shm
