@@ -58,7 +58,7 @@ OpResult KmsService::Impl::RetireKeyVersion(const json& p, const CallerContext& 
                          ParamReader::Open(p, {"KeyId", "KeyVersion", "PendingWindowInDays"}));
   KMSFS_ASSIGN_OR_RETURN(uint32_t version, VersionParam(params));
   KMSFS_ASSIGN_OR_RETURN(std::optional<int64_t> requested,
-                         params.OptInt("PendingWindowInDays", std::numeric_limits<int64_t>::min(),
+                         params.OptInt("PendingWindowInDays", -std::numeric_limits<int64_t>::max(),
                                        std::numeric_limits<int64_t>::max()));
   KMSFS_ASSIGN_OR_RETURN(uint32_t window, ChoosePendingWindow(requested, options_));
   KMSFS_ASSIGN_OR_RETURN(KeyRecord key,
