@@ -349,8 +349,17 @@ std::optional<std::string> CheckFile(const std::string& path, const FileObj& f,
     return std::nullopt;
   }
   const size_t size = static_cast<size_t>(st.st_size);
+  // Sizes the file had, plus the 4 KiB boundaries crossed by an extending write: kmsfs applies
+  // a write block by block, so a write cut short by the kill may end at any of them.
   std::set<size_t> sizes;
-  for (const auto& s : f.states) sizes.insert(s.size());
+  for (size_t k = 0; k < f.states.size(); ++k) {
+    sizes.insert(f.states[k].size());
+    if (k == 0) continue;
+    for (size_t b = (f.states[k - 1].size() / kBlock + 1) * kBlock; b < f.states[k].size();
+         b += kBlock) {
+      sizes.insert(b);
+    }
+  }
   if (!sizes.count(size)) {
     std::ostringstream m;
     m << who << ": size " << size << " is none of the sizes it had since its last fsync (";
