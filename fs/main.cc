@@ -238,6 +238,7 @@ int RunMount(const MountRequest& req) {
   options.mountpoint = *mountpoint;
   options.fuse_options = split->fuse;
   options.debug = req.debug || split->debug;
+  if (split->key_revalidate) options.key_revalidate = *split->key_revalidate;
   auto mount = fs::FuseMount::Mount(volume->get(), &keys, options);
   if (!mount.ok()) return Fail("mount " + *mountpoint, mount.error());
 
@@ -551,7 +552,7 @@ int RunCli(int argc, char** argv) {
   mount->add_flag("-d,--debug", req.debug, "trace FUSE requests (implies --log-level debug)");
   mount->add_option("-o", req.o_values,
                     "mount options: allow_other, ro, socket=PATH, key_timeout=SECONDS, "
-                    "keyd_uid=UID, ... (repeatable)");
+                    "key_revalidate=SECONDS, keyd_uid=UID, ... (repeatable)");
   mount->add_option("--log-level", req.log_level, "trace|debug|info|warn|error|off");
   add_socket(mount);
   mount->add_option("CIPHERDIR", req.cipherdir)->required();

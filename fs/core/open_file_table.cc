@@ -1,5 +1,6 @@
 #include "fs/core/open_file_table.h"
 
+#include <string_view>
 #include <utility>
 
 #include "common/base/check.h"
@@ -11,14 +12,49 @@ Result<std::unique_ptr<OpenFile>> OpenFile::Create(const format::Id128& volume_i
                                                    std::unique_ptr<BackingFile> backing,
                                                    FileKey key) {
   KMSFS_CHECK(backing != nullptr);
-  std::unique_ptr<OpenFile> file(new OpenFile(std::move(backing), std::move(key)));
-  KMSFS_ASSIGN_OR_RETURN(file->content_, FileContent::Open(volume_id, file->key_.file_id,
+  std::unique_ptr<OpenFile> file(new OpenFile(volume_id, std::move(backing), std::move(key)));
+  KMSFS_ASSIGN_OR_RETURN(file->content_, FileContent::Open(volume_id, file->file_id_,
                                                            file->key_.dek, file->backing_.get()));
   return file;
 }
 
+Result<FileContent*> OpenFile::Content() const {
+  if (content_ == nullptr) {
+    return Error(Code::kKeyUnavailable, "the file's key was revoked while it was open");
+  }
+  return content_.get();
+}
+
+FileContent& OpenFile::content() const {
+  KMSFS_CHECK(content_ != nullptr);
+  return *content_;
+}
+
+crypto::Sha256Digest OpenFile::KeyCheck(const crypto::SecretBytes& dek) {
+  static constexpr std::string_view kLabel = "kmsfs open-file key check v1";
+  return crypto::HmacSha256(
+      dek.span(), ByteSpan(reinterpret_cast<const uint8_t*>(kLabel.data()), kLabel.size()));
+}
+
 bool OpenFile::SameKey(const FileKey& key) const {
-  return key.file_id == key_.file_id && crypto::ConstantTimeEqual(key.dek.span(), key_.dek.span());
+  if (key.file_id != file_id_) return false;
+  if (content_ != nullptr) return crypto::ConstantTimeEqual(key.dek.span(), key_.dek.span());
+  const crypto::Sha256Digest check = KeyCheck(key.dek);
+  return crypto::ConstantTimeEqual(check, key_check_);
+}
+
+void OpenFile::WipeKey() {
+  content_.reset();                  // wipes the key schedule
+  key_.dek = crypto::SecretBytes();  // the old buffer is wiped and unlocked as it goes
+}
+
+Status OpenFile::RestoreKey(FileKey key) {
+  if (!SameKey(key)) return Error(Code::kCorrupt, "file header changed while the file is open");
+  if (content_ != nullptr) return Status::Ok();
+  KMSFS_ASSIGN_OR_RETURN(content_,
+                         FileContent::Open(volume_id_, file_id_, key.dek, backing_.get()));
+  key_.dek = std::move(key.dek);
+  return Status::Ok();
 }
 
 Result<std::shared_ptr<OpenFile>> OpenFileTable::Acquire(uint64_t ino,

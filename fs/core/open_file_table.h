@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "common/base/status.h"
+#include "common/crypto/hash.h"
 #include "common/format/ids.h"
 #include "fs/core/backing_file.h"
 #include "fs/core/file_content.h"
@@ -17,7 +18,13 @@ namespace kmsfs::fs {
 
 // One inode's open state. Owns the backing file, the file's DEK (locked memory) and the
 // FileContent over them; destroying it wipes the DEK and the content key schedule. Usable on its
-// own by a caller that keeps its own per-inode refcount. Thread-safe as FileContent is.
+// own by a caller that keeps its own per-inode refcount.
+//
+// Revocation (docs/filesystem.md "Revocation of open files"): WipeKey drops the DEK and the
+// content key schedule while the state (and its backing fd) stays, so that handles still open
+// fail their I/O; RestoreKey puts back a DEK that keyd granted again.
+// Thread-safety: content()/Content() and SameKey may be called concurrently with each other;
+// WipeKey and RestoreKey need exclusive access (the caller's per-inode lock, held exclusively).
 class OpenFile {
  public:
   // kInvalidArgument if the key is not 32 bytes. No I/O.
@@ -27,18 +34,40 @@ class OpenFile {
   OpenFile(const OpenFile&) = delete;
   OpenFile& operator=(const OpenFile&) = delete;
 
-  const format::Id128& file_id() const { return key_.file_id; }
-  FileContent& content() const { return *content_; }
+  const format::Id128& file_id() const { return file_id_; }
+  // The content while the DEK is held; kKeyUnavailable (ENOKEY) after WipeKey.
+  Result<FileContent*> Content() const;
+  // REQUIRES: has_key() (KMSFS_CHECK).
+  FileContent& content() const;
+  bool has_key() const { return content_ != nullptr; }
   BackingFile& backing() const { return *backing_; }
-  // Whether `key` is this file's: the same file id and the same DEK (compared in constant time).
+  // Whether `key` is this file's: the same file id and the same DEK (compared in constant time;
+  // after WipeKey through the key check value below).
   bool SameKey(const FileKey& key) const;
+  // Wipes the DEK and the content key schedule (idempotent). REQUIRES exclusive access.
+  void WipeKey();
+  // Installs `key` again after WipeKey; a no-op (the given key is wiped) if the DEK is still
+  // held. kCorrupt unless `key` is the file's own (SameKey): a header replaced while the file
+  // was open must not slip a different DEK into the open state. REQUIRES exclusive access.
+  Status RestoreKey(FileKey key);
 
  private:
-  OpenFile(std::unique_ptr<BackingFile> backing, FileKey key)
-      : backing_(std::move(backing)), key_(std::move(key)) {}
+  OpenFile(const format::Id128& volume_id, std::unique_ptr<BackingFile> backing, FileKey key)
+      : volume_id_(volume_id),
+        file_id_(key.file_id),
+        key_check_(KeyCheck(key.dek)),
+        backing_(std::move(backing)),
+        key_(std::move(key)) {}
+  // A one-way fingerprint of a DEK (HMAC-SHA-256 keyed by it over a fixed label), kept after
+  // WipeKey so that RestoreKey can tell the file's own DEK from another; it reveals nothing of
+  // the key.
+  static crypto::Sha256Digest KeyCheck(const crypto::SecretBytes& dek);
+  const format::Id128 volume_id_;
+  const format::Id128 file_id_;
+  const crypto::Sha256Digest key_check_;
   std::unique_ptr<BackingFile> backing_;
-  FileKey key_;
-  std::unique_ptr<FileContent> content_;  // borrows *backing_; declared last, destroyed first
+  FileKey key_;                           // dek empty after WipeKey
+  std::unique_ptr<FileContent> content_;  // borrows *backing_; null after WipeKey
 };
 
 // Inode number -> OpenFile, refcounted by open handles.
@@ -47,8 +76,8 @@ class OpenFile {
 // the key source (OpenFileKey/CreateFile), so a policy change, DisableKey or a keyd outage
 // applies to the very next open; Acquire demands that key as proof. While handles are open,
 // the inode's state (and DEK) stays in memory and later opens share it, so all handles see one
-// FileContent (one lock, one size). Revalidating long-open handles against policy changes is a
-// later lifecycle issue: today a revoked key stops new opens, not handles already open.
+// FileContent (one lock, one size). Open handles are revalidated by fs/fuse (the mount's
+// key_revalidate period), which wipes the DEK with OpenFile::WipeKey when keyd refuses.
 //
 // Thread-safe; mu_ is a leaf lock (no I/O and no key source call under it).
 class OpenFileTable {

@@ -20,6 +20,7 @@ namespace kmsfs::fs {
 struct Filesystem::FileHandle {
   Inode* inode;
   int flags;  // the open flags as the kernel gave them
+  std::shared_ptr<Grant> grant;
   bool IsAppend() const { return (flags & O_APPEND) != 0; }
 };
 
@@ -48,6 +49,33 @@ Result<UniqueFd> Filesystem::ReopenBacking(Inode* inode, bool writable) {
   UniqueFd fd(::open(proc.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC));
   if (!fd) return SysError("open backing file", errno);
   return fd;
+}
+
+Filesystem::FileHandle* Filesystem::NewHandle(fuse_req_t req, Inode* inode, int flags) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  auto grant = std::make_shared<Grant>();
+  grant->inode = inode;
+  grant->uid = ctx->uid;
+  grant->gid = ctx->gid;
+  grant->pid = ctx->pid;
+  auto* h = new FileHandle{inode, flags, grant};
+  std::lock_guard lock(grants_mu_);
+  grants_.emplace(grant.get(), std::move(grant));
+  return h;
+}
+
+void Filesystem::DropGrant(const FileHandle& h) {
+  if (h.grant->refused.load() != Code::kOk) --h.inode->refused_handles;
+  std::lock_guard lock(grants_mu_);
+  grants_.erase(h.grant.get());
+}
+
+Result<FileContent*> Filesystem::ContentFor(const FileHandle& h) {
+  const Code refused = h.grant->refused.load(std::memory_order_acquire);
+  if (refused != Code::kOk) {
+    return Error(refused, "keyd no longer grants this open file's key to its opener");
+  }
+  return h.inode->open_file->Content();
 }
 
 Result<Filesystem::FileHandle*> Filesystem::OpenHandle(fuse_req_t req, Inode* inode, int flags) {
@@ -86,6 +114,10 @@ Result<Filesystem::FileHandle*> Filesystem::OpenHandle(fuse_req_t req, Inode* in
       // it: we hold io_mu exclusively.
       inode->open_file = std::move(file);
       inode->writable = writable;
+    } else if (!inode->open_file->has_key()) {
+      // Every other handle lost access at a revalidation and the DEK was wiped; this open was
+      // just granted by keyd, so the state gets the key back (the refused handles stay refused).
+      KMSFS_RETURN_IF_ERROR(inode->open_file->RestoreKey(std::move(key)));
     }
     ++inode->open_count;
   }
@@ -93,15 +125,22 @@ Result<Filesystem::FileHandle*> Filesystem::OpenHandle(fuse_req_t req, Inode* in
     Status st = inode->open_file->content().Truncate(0);
     if (!st.ok()) {
       std::lock_guard lock(inode->mu);
-      if (--inode->open_count == 0) inode->open_file.reset();
+      if (--inode->open_count == 0) {
+        inode->open_file.reset();
+        inode->refused_handles = 0;
+      }
       return st.error();
     }
   }
-  return new FileHandle{inode, flags};
+  std::lock_guard lock(inode->mu);
+  return NewHandle(req, inode, flags);
 }
 
 void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Inode* inode = InodeOf(ino);
+  std::call_once(first_open_, [this] {
+    if (first_open_hook_) first_open_hook_();
+  });
   Answer(
       req, "open", inode->id().ino, [&]() { return OpenHandle(req, inode, fi->flags); },
       [fi](fuse_req_t r, FileHandle* h) {
@@ -147,8 +186,8 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
             inode->writable = true;
           }
           ++inode->open_count;
+          return Created{e, NewHandle(req, inode, fi->flags)};
         }
-        return Created{e, new FileHandle{inode, fi->flags}};
       },
       [fi](fuse_req_t r, const Created& c) {
         fi->fh = reinterpret_cast<uint64_t>(c.handle);
@@ -159,6 +198,7 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
 
 void Filesystem::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   Inode* inode = InodeOf(ino);
+  const auto* h = FromFh<FileHandle>(fi->fh);
   std::vector<uint8_t>* buf = nullptr;
   Answer(
       req, "read", inode->id().ino,
@@ -166,15 +206,14 @@ void Filesystem::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
         if (off < 0) return Errno(EINVAL, "read: negative offset");
         buf = &ReadBuffer(size);
         std::shared_lock io(inode->io_mu);
+        KMSFS_ASSIGN_OR_RETURN(FileContent * content, ContentFor(*h));
         // FileContent zeroes the buffer when a block fails authentication: no plaintext of a
         // failed read is ever sent.
-        return inode->open_file->content().Read(std::span<uint8_t>(buf->data(), size),
-                                                static_cast<uint64_t>(off));
+        return content->Read(std::span<uint8_t>(buf->data(), size), static_cast<uint64_t>(off));
       },
       [&buf](fuse_req_t r, size_t n) {
         fuse_reply_buf(r, reinterpret_cast<const char*>(buf->data()), n);
       });
-  (void)fi;
 }
 
 void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
@@ -193,14 +232,16 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t 
           // processes, two handles) never overwrite each other.
           std::unique_lock io(inode->io_mu);
           if (!inode->writable) return Errno(EBADF, "write: read-only state");
-          KMSFS_ASSIGN_OR_RETURN(uint64_t end, inode->open_file->content().Size());
-          KMSFS_RETURN_IF_ERROR(inode->open_file->content().Write(bytes, end));
+          KMSFS_ASSIGN_OR_RETURN(FileContent * content, ContentFor(*h));
+          KMSFS_ASSIGN_OR_RETURN(uint64_t end, content->Size());
+          KMSFS_RETURN_IF_ERROR(content->Write(bytes, end));
           return size;
         }
         std::shared_lock io(inode->io_mu);
         if (!inode->writable) return Errno(EBADF, "write: read-only state");
+        KMSFS_ASSIGN_OR_RETURN(FileContent * content, ContentFor(*h));
         // All of it or an error: FileContent never writes short.
-        KMSFS_RETURN_IF_ERROR(inode->open_file->content().Write(bytes, static_cast<uint64_t>(off)));
+        KMSFS_RETURN_IF_ERROR(content->Write(bytes, static_cast<uint64_t>(off)));
         return size;
       },
       [](fuse_req_t r, size_t n) { fuse_reply_write(r, n); });
@@ -212,7 +253,8 @@ Status Filesystem::Truncate(fuse_req_t req, Inode* inode, uint64_t size, fuse_fi
     // ftruncate(fd): the handle's open already got the key for this caller.
     std::shared_lock io(inode->io_mu);
     if (!inode->open_file || !inode->writable) return Errno(EBADF, "truncate");
-    return inode->open_file->content().Truncate(size);
+    KMSFS_ASSIGN_OR_RETURN(FileContent * content, ContentFor(*FromFh<FileHandle>(fi->fh)));
+    return content->Truncate(size);
   }
   // truncate(path): a key use like an open, so keyd decides for this caller and path.
   KMSFS_ASSIGN_OR_RETURN(UniqueFd fd, ReopenBacking(inode, true));
@@ -222,15 +264,20 @@ Status Filesystem::Truncate(fuse_req_t req, Inode* inode, uint64_t size, fuse_fi
   // Exclusive: no handle may be installed or write while a second FileContent works on the
   // file; when one exists already, the truncate goes through it.
   std::unique_lock io(inode->io_mu);
-  if (inode->open_file && inode->writable) return inode->open_file->content().Truncate(size);
+  if (inode->open_file && inode->writable) {
+    // This call was just granted by keyd: a wiped state gets the key back.
+    KMSFS_RETURN_IF_ERROR(inode->open_file->RestoreKey(std::move(key)));
+    return inode->open_file->content().Truncate(size);
+  }
   KMSFS_ASSIGN_OR_RETURN(auto file,
                          OpenFile::Create(volume_->id(), std::move(backing), std::move(key)));
   return file->content().Truncate(size);
 }
 
 void Filesystem::FAllocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
-                           fuse_file_info* /*fi*/) {
+                           fuse_file_info* fi) {
   Inode* inode = InodeOf(ino);
+  const auto* h = FromFh<FileHandle>(fi->fh);
   AnswerEmpty(req, "fallocate", inode->id().ino, [&]() -> Status {
     // Mode 0 only: the file grows to offset+length with authenticated holes. Real
     // preallocation would need encrypted zeros, and punching or collapsing would need block
@@ -240,9 +287,10 @@ void Filesystem::FAllocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
     const uint64_t end = static_cast<uint64_t>(offset) + static_cast<uint64_t>(length);
     std::unique_lock io(inode->io_mu);
     if (!inode->open_file || !inode->writable) return Errno(EBADF, "fallocate");
-    KMSFS_ASSIGN_OR_RETURN(uint64_t size, inode->open_file->content().Size());
+    KMSFS_ASSIGN_OR_RETURN(FileContent * content, ContentFor(*h));
+    KMSFS_ASSIGN_OR_RETURN(uint64_t size, content->Size());
     if (end <= size) return Status::Ok();
-    return inode->open_file->content().Truncate(end);
+    return content->Truncate(end);
   });
 }
 
@@ -268,10 +316,15 @@ void Filesystem::Release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi)
   {
     std::unique_lock io(inode->io_mu);
     std::lock_guard lock(inode->mu);
+    DropGrant(*h);
     // The last close drops the open state: FileContent's key schedule and the DEK are wiped.
     if (--inode->open_count == 0) {
       inode->open_file.reset();
       inode->writable = false;
+      inode->refused_handles = 0;
+    } else if (inode->refused_handles == inode->open_count && inode->open_file) {
+      // Only refused handles are left: none of them may use the key.
+      inode->open_file->WipeKey();
     }
   }
   fuse_reply_err(req, 0);

@@ -227,7 +227,8 @@ Status Filesystem::FixupAttr(Inode* inode, int fd, struct stat* st) {
   if (S_ISREG(st->st_mode)) {
     {
       std::shared_lock io(inode->io_mu);
-      if (inode->open_file) {
+      // A state whose key was revoked falls through to the backing size (same result).
+      if (inode->open_file && inode->open_file->has_key()) {
         KMSFS_ASSIGN_OR_RETURN(uint64_t size, inode->open_file->content().Size());
         st->st_size = static_cast<off_t>(size);
         return Status::Ok();

@@ -3,10 +3,16 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include "common/base/status.h"
 #include "common/base/unique_fd.h"
@@ -33,6 +39,9 @@ struct FilesystemOptions {
   // Kernel attribute and entry cache lifetime (seconds). Every change goes through this mount,
   // so the kernel's caches stay coherent; 1 s bounds the damage of edits behind our back.
   double timeout = 1.0;
+  // Revocation bound for open handles (docs/filesystem.md "Revocation of open files"): how
+  // often RevalidateOpenFiles should run. Zero: never (open handles keep their key until closed).
+  std::chrono::milliseconds key_revalidate{5000};
 };
 
 // The passthrough_hp shape (low-level API, an inode table keyed by backing (dev, ino) holding an
@@ -89,12 +98,38 @@ class Filesystem {
   void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size);
   void RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name);
 
+  // Revocation of open files: asks keyd again, for every open handle (one Decrypt per inode and
+  // distinct opener uid/gid/pid, with the file's current path), whether its opener may still
+  // decrypt the file. A refusal (policy Deny, key disabled or pending deletion, keyd down or
+  // timed out: fail closed) makes the handle's reads and writes fail with that error's errno;
+  // when no handle of the inode is granted any more, the DEK is wiped. A later grant (EnableKey,
+  // keyd back) restores the handle and, if needed, the DEK. Returns the kernel inode numbers
+  // whose page cache the caller must drop (fuse_lowlevel_notify_inval_inode), with no lock
+  // held. Call from one thread at a time, never from inside a request (it takes io_mu
+  // exclusively). Each keyd call is bounded by the client's key timeout.
+  std::vector<fuse_ino_t> RevalidateOpenFiles();
+  // `hook` runs once, on the first open of a regular file (mount.cc raises the read-ahead
+  // there). Set before the session loop runs.
+  void SetFirstOpenHook(std::function<void()> hook) { first_open_hook_ = std::move(hook); }
+  const FilesystemOptions& options() const { return options_; }
+
   // Number of inodes the kernel holds (tests, leak checks).
   size_t InodeCount() { return inodes_.size(); }
 
  private:
   struct DirHandle;
   struct FileHandle;
+  // Whether keyd still lets one open handle's opener decrypt its file (RevalidateOpenFiles).
+  // Shared by the handle and the revalidation snapshot, so it outlives a concurrent release.
+  struct Grant {
+    Inode* inode;
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+    // Code of keyd's last refusal for this opener (kOk while granted). Written under
+    // inode->mu with io_mu exclusive; read by I/O under io_mu.
+    std::atomic<Code> refused{Code::kOk};
+  };
   // A name as it is spelled in a backing directory.
   using Encoded = NameCodec::Encoded;
 
@@ -141,6 +176,14 @@ class Filesystem {
   // Contents.
   Result<UniqueFd> ReopenBacking(Inode* inode, bool writable);
   Result<FileHandle*> OpenHandle(fuse_req_t req, Inode* inode, int flags);
+  // A handle of `inode` for the caller of `req`, its Grant registered for revalidation.
+  // REQUIRES: the caller has just counted it in inode->open_count.
+  FileHandle* NewHandle(fuse_req_t req, Inode* inode, int flags);
+  // The content `h` may use: the handle's error if keyd refused its opener at the last
+  // revalidation, kKeyUnavailable if the DEK is wiped. REQUIRES: inode->io_mu held (either way).
+  static Result<FileContent*> ContentFor(const FileHandle& h);
+  // Drops the handle's Grant (Release). REQUIRES: inode->mu held.
+  void DropGrant(const FileHandle& h);
   Status Truncate(fuse_req_t req, Inode* inode, uint64_t size, fuse_file_info* fi);
 
   // Link tags (entry_ops.cc, format.md §6.2). OpenFileKey for an open or truncate(path) of
@@ -161,6 +204,12 @@ class Filesystem {
   const bool as_root_;     // geteuid() == 0: chown new objects to their creator
   const bool long_names_;  // the volume has feature "long-names"
   InodeTable inodes_;
+  // Every open handle's Grant, for RevalidateOpenFiles. Lock order: after Inode::mu, before
+  // InodeTable::mu_.
+  std::function<void()> first_open_hook_;
+  std::once_flag first_open_;
+  std::mutex grants_mu_;
+  std::unordered_map<const Grant*, std::shared_ptr<Grant>> grants_;  // guarded by grants_mu_
 };
 
 }  // namespace kmsfs::fs

@@ -34,6 +34,12 @@ Inode* InodeTable::Remember(UniqueFd fd, const struct stat& st, Inode* parent, s
   return inode;
 }
 
+void InodeTable::Pin(Inode* inode) {
+  if (inode == root_) return;
+  std::lock_guard lock(mu_);
+  ++inode->nlookup_;
+}
+
 void InodeTable::Forget(Inode* inode, uint64_t n) {
   if (inode == root_) return;
   std::lock_guard lock(mu_);

@@ -57,8 +57,11 @@ class Inode {
   // read under either. We keep our own count rather than OpenFileTable's because a state may be
   // upgraded from a read-only to a read-write backing fd (`writable`).
   std::unique_ptr<OpenFile> open_file;
-  bool writable = false;                 // open_file's backing fd is O_RDWR; as open_file
-  int open_count = 0;                    // guarded by mu
+  bool writable = false;  // open_file's backing fd is O_RDWR; as open_file
+  int open_count = 0;     // guarded by mu
+  // Open handles whose opener keyd refused at the last revalidation; when it equals
+  // open_count, open_file's DEK is wiped. Guarded by mu.
+  int refused_handles = 0;
   std::optional<format::Id128> dir_id;   // guarded by mu; directories, read once
   std::optional<format::Id128> file_id;  // guarded by mu; regular files, for xattrs
   // Regular files in a "header-links" volume: the directory entry the inode was last looked up,
@@ -94,6 +97,9 @@ class InodeTable {
   // one, creating it (and adopting `fd`) if new, else closing `fd`. Records parent/name as the
   // inode's current path: for hard links the path is the one last looked up.
   Inode* Remember(UniqueFd fd, const struct stat& st, Inode* parent, std::string name);
+  // One more reference on `inode` that is not the kernel's, so it outlives a concurrent FORGET
+  // (the revalidation thread); dropped with Forget(inode, 1).
+  void Pin(Inode* inode);
   // Drops `n` kernel lookups; frees the inode (and unpins its parent chain) at zero.
   void Forget(Inode* inode, uint64_t n);
   // After a successful rename: `inode` now lives at (new_parent, new_name).

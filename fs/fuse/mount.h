@@ -1,6 +1,7 @@
 // FuseMount: mounting a kmsfs volume on a directory and serving it until it is unmounted.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,6 +21,13 @@ struct FuseMountOptions {
   bool debug = false;         // libfuse request tracing to stderr
   unsigned max_threads = 10;  // worker threads of the session loop
   double timeout = 1.0;       // kernel attribute/entry cache, seconds
+  // Revocation bound for open handles (key_revalidate=): every period, keyd is asked again for
+  // every open file; a refusal stops the handle's I/O and drops the kernel's cached pages.
+  // Zero disables it (not offered as a mount option).
+  std::chrono::milliseconds key_revalidate{5000};
+  // The mount's read-ahead (the bdi's read_ahead_kb), set once the mount is live; 0 leaves the
+  // kernel's default (128 KiB). Needs root; ignored otherwise.
+  unsigned read_ahead_kb = 1024;
 };
 
 // Keeps libfuse out of every header but fs/fuse's own: main.cc sees only this class.
@@ -37,7 +45,8 @@ class FuseMount {
   FuseMount& operator=(const FuseMount&) = delete;
 
   // Serves requests with a multi-threaded loop until the file system is unmounted
-  // (fusermount3 -u, umount) or a signal arrives; then unmounts. Call once.
+  // (fusermount3 -u, umount) or a signal arrives; then unmounts. Call once. Runs the
+  // revalidation thread (key_revalidate) for as long as the loop runs.
   Status Serve();
 
  private:

@@ -1,5 +1,6 @@
 #include "fs/fuse/mount_options.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -55,6 +56,19 @@ bool IsFstabOnly(std::string_view o) {
   return o.starts_with("x-") || o.starts_with("comment=");
 }
 
+// A number of seconds in (0, 3600], fractions allowed, as milliseconds (at least 1).
+Result<std::chrono::milliseconds> ParseSeconds(std::string_view name, const std::string& v) {
+  char* end = nullptr;
+  const double seconds = std::strtod(v.c_str(), &end);
+  if (v.empty() || end != v.c_str() + v.size() || !(seconds > 0) || seconds > 3600 ||
+      !std::isfinite(seconds)) {
+    return Error(Code::kInvalidArgument,
+                 std::string(name) + " must be a number of seconds in (0, 3600]");
+  }
+  return std::max(std::chrono::milliseconds(1),
+                  std::chrono::milliseconds(std::llround(seconds * 1000)));
+}
+
 }  // namespace
 
 Result<SplitOptions> SplitMountOptions(const std::vector<std::string>& o_values) {
@@ -65,16 +79,9 @@ Result<SplitOptions> SplitMountOptions(const std::vector<std::string>& o_values)
         out.socket = Unescape(std::string_view(o).substr(7));
         if (out.socket->empty()) return Error(Code::kInvalidArgument, "socket= needs a path");
       } else if (o.starts_with("key_timeout=")) {
-        const std::string v = o.substr(12);
-        char* end = nullptr;
-        const double seconds = std::strtod(v.c_str(), &end);
-        if (v.empty() || end != v.c_str() + v.size() || !(seconds > 0) || seconds > 3600 ||
-            !std::isfinite(seconds)) {
-          return Error(Code::kInvalidArgument,
-                       "key_timeout= must be a number of seconds in (0, 3600]");
-        }
-        out.key_timeout = std::chrono::milliseconds(std::llround(seconds * 1000));
-        if (out.key_timeout->count() == 0) out.key_timeout = std::chrono::milliseconds(1);
+        KMSFS_ASSIGN_OR_RETURN(out.key_timeout, ParseSeconds("key_timeout=", o.substr(12)));
+      } else if (o.starts_with("key_revalidate=")) {
+        KMSFS_ASSIGN_OR_RETURN(out.key_revalidate, ParseSeconds("key_revalidate=", o.substr(15)));
       } else if (o.starts_with("keyd_uid=")) {
         const std::string v = o.substr(9);
         unsigned long uid = 0;

@@ -43,6 +43,7 @@ class BurstLimiter {
 
 BurstLimiter g_key_unavailable;
 BurstLimiter g_keyd_unavailable;
+BurstLimiter g_denied;
 
 }  // namespace
 
@@ -57,10 +58,15 @@ void LogFailure(const char* op, uint64_t backing_ino, const Error& error) {
     case Code::kFailedPrecondition:
       Logger()->debug("{} (inode {}): {}", op, backing_ino, error.ToString());
       return;
-    case Code::kPermissionDenied:
-      // The message carries keyd's reason (policy Sid) and never the path.
-      Logger()->info("{} (inode {}) denied: {}", op, backing_ino, error.message());
+    case Code::kPermissionDenied: {
+      // The message carries keyd's reason (policy Sid) and never the path. Once per burst: a
+      // process reading in a loop through a revoked handle fails every read.
+      uint64_t suppressed = 0;
+      if (!g_denied.ShouldLog(&suppressed)) return;
+      Logger()->info("{} (inode {}) denied: {} ({} similar before not logged)", op, backing_ino,
+                     error.message(), suppressed);
       return;
+    }
     case Code::kKeyUnavailable:
     case Code::kUnavailable: {
       auto& limiter =

@@ -16,10 +16,10 @@
 namespace kmsfs::fs {
 
 // Logs a failed operation once, redacted, at the level docs/errors.md gives its code: kIo debug,
-// kNotFound/kAlreadyExists/kInvalidArgument nothing, kPermissionDenied info, kKeyUnavailable and
-// kUnavailable warn at most once per burst (a dead keyd makes every open fail; one line per 10 s
-// says so without flooding the journal), kCorrupt warn (the core's message names the file id and
-// block; we add the backing inode number, never a path or a name), kInternal error.
+// kNotFound/kAlreadyExists/kInvalidArgument nothing, kPermissionDenied info once per burst,
+// kKeyUnavailable and kUnavailable warn at most once per burst (a dead keyd makes every open fail;
+// one line per 10 s says so without flooding the journal), kCorrupt warn (the core's message names
+// the file id and block; we add the backing inode number, never a path or a name), kInternal error.
 // `backing_ino` is 0 when unknown. Thread-safe.
 void LogFailure(const char* op, uint64_t backing_ino, const Error& error);
 // A bug escaped as an exception: always logged at error.

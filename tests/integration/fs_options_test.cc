@@ -33,5 +33,18 @@ TEST_CASE("mount options: ours, fstab-only and FUSE's", "[fs][options]") {
   CHECK(SplitMountOptions({""})->fuse.empty());
 }
 
+TEST_CASE("mount options: key_revalidate", "[fs][options][revoke]") {
+  auto r = SplitMountOptions({"allow_other,key_revalidate=0.25"});
+  REQUIRE(r.ok());
+  CHECK(r->key_revalidate == std::chrono::milliseconds(250));
+  CHECK(r->fuse == std::vector<std::string>{"allow_other"});
+  CHECK_FALSE(SplitMountOptions({"allow_other"})->key_revalidate.has_value());
+  // Revalidation cannot be switched off: 0 is refused like any other malformed value.
+  CHECK_FALSE(SplitMountOptions({"key_revalidate=0"}).ok());
+  CHECK_FALSE(SplitMountOptions({"key_revalidate=-1"}).ok());
+  CHECK_FALSE(SplitMountOptions({"key_revalidate=5s"}).ok());
+  CHECK_FALSE(SplitMountOptions({"key_revalidate=3601"}).ok());
+}
+
 }  // namespace
 }  // namespace kmsfs::fs
