@@ -2,6 +2,7 @@
 // mount, daemonizing and systemd readiness.
 //
 //   kmsfs init --key-id KEY [--socket S] CIPHERDIR
+//   kmsfs fsck [--repair] [--socket S] CIPHERDIR     (exit codes as e2fsck: docs/fsck.md)
 //   kmsfs info [--versions [--json]] CIPHERDIR
 //   kmsfs rewrap [--jobs N] [--rate FILES/S] [--dry-run] [--socket S] CIPHERDIR
 //   kmsfs reencrypt PATH...                           (files inside a kmsfs mount)
@@ -42,6 +43,7 @@
 #include "common/ipc/unix_socket.h"
 #include "common/log/log.h"
 #include "fs/core/volume.h"
+#include "fs/fsck/fsck.h"
 #include "fs/fuse/mount.h"
 #include "fs/fuse/mount_options.h"
 #include "fs/keysource/keyd_data_key_source.h"
@@ -486,6 +488,27 @@ int RunRetireVersion(const RetireRequest& req, const KeydConfig& keyd) {
   return 0;
 }
 
+// ---- fsck (docs/fsck.md): e2fsck's exit codes, not the table above ----------------------------
+
+int RunFsck(const std::string& cipherdir, bool repair, const KeydConfig& keyd) {
+  auto client = MakeClient(keyd);
+  if (!client.ok()) {
+    std::cerr << "kmsfs: fsck: " << client.error().message() << "\n";
+    return fs::fsck::kExitOperational;
+  }
+  fs::KeydDataKeySource keys(client->get());
+  fs::fsck::Options options;
+  options.repair = repair;
+  options.who = Self();  // keyd decides on, and audits, fsck's own credentials
+  auto report = fs::fsck::RunFsck(cipherdir, &keys, options);
+  if (!report.ok()) {
+    std::cerr << "kmsfs: fsck " << cipherdir << ": " << report.error().message() << "\n";
+    return fs::fsck::kExitOperational;
+  }
+  std::cout << report->Format();
+  return report->ExitCode();
+}
+
 int RunCli(int argc, char** argv) {
   CLI::App app{"kmsfs: a transparent encrypting file system whose keys live in kmsfs-keyd"};
   app.require_subcommand(1);
@@ -546,6 +569,19 @@ int RunCli(int argc, char** argv) {
   retire->add_option("CIPHERDIR", retire_req.cipherdirs, "every volume that uses the key")
       ->required();
 
+  std::string fsck_dir;
+  bool fsck_repair = false;
+  auto* fsck = app.add_subcommand(
+      "fsck", "Check a volume offline (config, names, headers, every block); --repair fixes it");
+  fsck->add_flag("--repair", fsck_repair,
+                 "zero damaged blocks, fix sizes, move undecryptable names to /lost+found");
+  add_socket(fsck);
+  fsck->add_option("CIPHERDIR", fsck_dir)->required();
+  fsck->footer(
+      "Exit codes (as e2fsck, OR'ed): 0 no problems, 1 problems repaired, 4 problems left "
+      "(or found without --repair), 8 operational error (volume mounted, keyd unreachable, "
+      "something not checked), 16 usage. See docs/fsck.md.");
+
   MountRequest req;
   auto* mount = app.add_subcommand("mount", "Mount CIPHERDIR on MOUNTPOINT");
   mount->add_flag("-f,--foreground", req.foreground, "stay in the foreground (systemd, tests)");
@@ -562,10 +598,12 @@ int RunCli(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
+    if (rc != 0 && argc > 1 && std::strcmp(argv[1], "fsck") == 0) return fs::fsck::kExitUsage;
     return rc == 0 ? 0 : kExitUsage;
   }
   KeydConfig keyd;
   keyd.socket_flag = socket_flag;
+  if (*fsck) return RunFsck(fsck_dir, fsck_repair, keyd);
   if (*init) return RunInit(key_id, keyd, init_dir);
   if (*info && info_versions) return RunVersions(info_dir, info_json);
   if (*info) return RunInfo(info_dir);
@@ -577,7 +615,7 @@ int RunCli(int argc, char** argv) {
 }
 
 bool IsSubcommand(const char* a) {
-  return std::strcmp(a, "init") == 0 || std::strcmp(a, "info") == 0 ||
+  return std::strcmp(a, "init") == 0 || std::strcmp(a, "fsck") == 0 || std::strcmp(a, "info") == 0 ||
          std::strcmp(a, "mount") == 0 || std::strcmp(a, "rewrap") == 0 ||
          std::strcmp(a, "reencrypt") == 0 || std::strcmp(a, "retire-version") == 0;
 }

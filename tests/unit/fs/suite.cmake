@@ -13,5 +13,8 @@ endif()
 if(TARGET kmsfs_fs_lifecycle)
   list(APPEND kmsfs_fs_test_libs kmsfs_fs_lifecycle)
 endif()
+if(TARGET kmsfs_fs_fsck)
+  list(APPEND kmsfs_fs_test_libs kmsfs_fs_fsck)
+endif()
 kmsfs_unit_suite(unit_fs fs ${kmsfs_fs_test_libs} kmsfs_crypto kmsfs_format kmsfs_base
                  Threads::Threads)
