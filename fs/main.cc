@@ -615,9 +615,10 @@ int RunCli(int argc, char** argv) {
 }
 
 bool IsSubcommand(const char* a) {
-  return std::strcmp(a, "init") == 0 || std::strcmp(a, "fsck") == 0 || std::strcmp(a, "info") == 0 ||
-         std::strcmp(a, "mount") == 0 || std::strcmp(a, "rewrap") == 0 ||
-         std::strcmp(a, "reencrypt") == 0 || std::strcmp(a, "retire-version") == 0;
+  return std::strcmp(a, "init") == 0 || std::strcmp(a, "fsck") == 0 ||
+         std::strcmp(a, "info") == 0 || std::strcmp(a, "mount") == 0 ||
+         std::strcmp(a, "rewrap") == 0 || std::strcmp(a, "reencrypt") == 0 ||
+         std::strcmp(a, "retire-version") == 0;
 }
 
 }  // namespace
