@@ -268,6 +268,34 @@ TEST_CASE("change-root-key re-seals the state offline; the old root key no longe
   CHECK(changed[0].dump().find("re-sealed") != std::string::npos);
   CHECK(fresh.Stop() == 0);
   CheckLog(fresh.Log(), {}, {box.root_key_hex(), new_hex});
+
+  // Key file -> passphrase -> another key file: the passphrase variants, through fd 0.
+  const std::string pass = box.Path("pass.txt");
+  std::ofstream(pass) << "correct horse battery staple\n";
+  auto tool_with_stdin = [&](const std::string& args, const std::string& in) {
+    return Run({"/bin/sh", "-c", Sh(KeydBinary()) + " " + args + " < " + Sh(in)});
+  };
+  RunResult to_pass =
+      tool_with_stdin("change-root-key --state-dir " + Sh(box.state_dir()) + " --root-key-file " +
+                          Sh(new_key) + " --new-passphrase-fd 0",
+                      pass);
+  INFO(to_pass.err);
+  REQUIRE(to_pass.exit_code == 0);
+  // The key file no longer opens it (exit 3: the state now wants a passphrase).
+  CHECK(KeydTool({"recovery-code", "--state-dir", box.state_dir(), "--root-key-file", new_key})
+            .exit_code == 3);
+  const std::string last_key = box.Path("last-root.key");
+  box.MakeKeyFile(last_key);
+  RunResult to_file = tool_with_stdin("change-root-key --state-dir " + Sh(box.state_dir()) +
+                                          " --passphrase-fd 0 --new-root-key-file " + Sh(last_key),
+                                      pass);
+  INFO(to_file.err);
+  REQUIRE(to_file.exit_code == 0);
+  Keyd last(box.root(), 51, box.state_dir(), box.socket_path(), last_key, Keyd::Options{});
+  CtlOk(box, DecryptArgs(v1));
+  CtlOk(box, DecryptArgs(v3));
+  CHECK(AuditOf(box, "", "ChangeRootKey").size() == 3);
+  CHECK(last.Stop() == 0);
 }
 
 TEST_CASE(
