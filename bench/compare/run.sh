@@ -2,7 +2,7 @@
 # kmsfs beside native, bindfs, gocryptfs and securefs: one command, as root, on Debian 12.
 #
 #   bench/compare/run.sh            # the full run (3 rounds, 512 MiB, 256 MiB, 10 s fio, ~25 min)
-#   bench/compare/run.sh --quick    # smoke test: small sizes, 1 round (~2-3 min)
+#   bench/compare/run.sh --quick    # smoke test: small sizes, 1 round (~3-5 min)
 #
 # Installs what it needs (gocryptfs securefs bindfs fio + scripts/install-deps.sh), builds kmsfs
 # (scripts/build.sh release) unless told not to, starts one kmsfs-keyd (state on the disk, durable
@@ -294,16 +294,15 @@ mount_sys() {
     force_unmount "$m" "$cur_pid"
     return 1
   fi
-  local dev ra
-  dev=$(mount_dev "$m")
-  ra=$(cat "/sys/class/bdi/$dev/read_ahead_kb" 2>/dev/null || echo '?')
-  echo "$sys $ra" >>"$work/readahead.txt"
 }
 # umount_sys: the daemon's peak RSS is read, then a clean unmount; the daemon must exit.
 umount_sys() {
   [[ -z $cur_mnt ]] && return 0
-  local pid=$cur_pid m=$cur_mnt i
+  local pid=$cur_pid m=$cur_mnt i dev
   hwm_max=$(( $(hwm_kib "$pid") > hwm_max ? $(hwm_kib "$pid") : hwm_max ))
+  # The mount's read-ahead as it was while measured (a daemon may raise it after mounting).
+  dev=$(mount_dev "$m")
+  echo "${m##*/} $(cat "/sys/class/bdi/$dev/read_ahead_kb" 2>/dev/null || echo '?')" >>"$work/readahead.txt"
   # umount(8) waits for the daemon's answers (flush, release): bounded, then forced.
   if ! timeout -k 5 30 umount "$m" 2>>"$logs/umount.log"; then
     for ((i = 0; i < 4; i++)); do
