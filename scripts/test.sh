@@ -48,7 +48,7 @@ KMSFS_CRASH_CYCLES=${KMSFS_SAN_CRASH_CYCLES:-40} KMSFS_KEYD_FUZZ_SECONDS=10 \
   ctest --test-dir build-asan -L 'integration|stress' --output-on-failure --timeout 900
 
 step "fs suites and the stress test against TSan daemons"
-KMSFS_CRASH_CYCLES=${KMSFS_SAN_CRASH_CYCLES:-40} KMSFS_KEYD_FUZZ_SECONDS=10 \
+TSAN_OPTIONS="suppressions=$root/tests/stress/tsan.supp" KMSFS_CRASH_CYCLES=${KMSFS_SAN_CRASH_CYCLES:-40} KMSFS_KEYD_FUZZ_SECONDS=10 \
   KMSFS_STRESS_SECONDS=${KMSFS_SAN_STRESS_SECONDS:-60} \
   ctest --test-dir build-tsan -R '^(integration_fs:|integration_reliability:|stress:)' \
   --output-on-failure --timeout 900

@@ -53,6 +53,10 @@ std::vector<std::string> BaseEnv(const std::vector<std::string>& extra) {
   std::vector<std::string> env;
   const char* path = std::getenv("PATH");
   env.push_back(std::string("PATH=") + (path ? path : "/usr/sbin:/usr/bin:/sbin:/bin"));
+  // Sanitizer settings reach the daemons under test (scripts/test.sh: TSan suppressions).
+  for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS"}) {
+    if (const char* v = std::getenv(name)) env.push_back(std::string(name) + "=" + v);
+  }
   for (const auto& e : extra) env.push_back(e);
   return env;
 }
