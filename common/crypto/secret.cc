@@ -1,6 +1,7 @@
 #include "common/crypto/secret.h"
 
 #include <openssl/crypto.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -40,26 +41,37 @@ size_t PageSize() {
   return kPage;
 }
 
-// mmap + MADV_DONTDUMP + mlock of `len` bytes (a page multiple). Aborts when the memory cannot
-// be had (as new would throw), and when mlock fails under SetRequireMlock(true).
-void* MapLocked(size_t len) {
+// mlock, with the policy of SetRequireMlock: abort when it is required, otherwise warn once.
+// Returns whether the range is locked.
+bool LockOrWarn(void* p, size_t len) {
+  if (::mlock(p, len) == 0) return true;
+  if (g_require_mlock) {
+    std::fprintf(stderr, "kmsfs: mlock of secret memory failed (%s) and --require-mlock is set\n",
+                 std::strerror(errno));
+    std::abort();
+  }
+  bool expected = false;
+  if (g_mlock_failed.compare_exchange_strong(expected, true)) {
+    std::fprintf(stderr,
+                 "kmsfs: warning: mlock failed (%s); secrets stay undumpable but may be swapped. "
+                 "Raise LimitMEMLOCK/RLIMIT_MEMLOCK.\n",
+                 std::strerror(errno));
+  }
+  return false;
+}
+
+// mmap + MADV_DONTDUMP + MADV_WIPEONFORK + mlock of `len` bytes (a page multiple). Aborts when
+// the memory cannot be had (as new would throw), and when mlock fails under
+// SetRequireMlock(true). *locked says whether mlock succeeded.
+// WIPEONFORK: a forked child (libfuse forks to run fusermount3; `kmsfs mount` forks to
+// daemonize) must not inherit live secrets into memory that, in the child, is no longer locked
+// (mlock is not inherited across fork). In the child these pages read as zeros.
+void* MapLocked(size_t len, bool* locked) {
   void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   ::madvise(p, len, MADV_DONTDUMP);
-  if (::mlock(p, len) != 0) {
-    if (g_require_mlock) {
-      std::fprintf(stderr, "kmsfs: mlock of secret memory failed (%s) and --require-mlock is set\n",
-                   std::strerror(errno));
-      std::abort();
-    }
-    bool expected = false;
-    if (g_mlock_failed.compare_exchange_strong(expected, true)) {
-      std::fprintf(stderr,
-                   "kmsfs: warning: mlock failed (%s); secrets stay undumpable but may be swapped. "
-                   "Raise LimitMEMLOCK/RLIMIT_MEMLOCK.\n",
-                   std::strerror(errno));
-    }
-  }
+  ::madvise(p, len, MADV_WIPEONFORK);
+  *locked = LockOrWarn(p, len);
   return p;
 }
 
@@ -94,7 +106,10 @@ class SecretPool {
     Class& c = ClassOf(slot);
     std::lock_guard lock(mu_);
     if (c.free.empty()) {
-      auto* chunk = static_cast<uint8_t*>(MapLocked(kChunkBytes));
+      bool locked = false;
+      auto* chunk = static_cast<uint8_t*>(MapLocked(kChunkBytes, &locked));
+      chunks_.reserve(chunks_.size() + 1);
+      chunks_.push_back(Chunk{chunk, locked});
       c.slots += kChunkBytes / slot;
       c.free.reserve(c.slots);  // room for every slot of the class: Give never allocates
       for (size_t off = kChunkBytes; off >= slot; off -= slot) c.free.push_back(chunk + off - slot);
@@ -102,6 +117,25 @@ class SecretPool {
     uint8_t* p = c.free.back();
     c.free.pop_back();
     return p;
+  }
+
+  // Locks every chunk that is not locked yet: one that failed to lock before
+  // SetRequireMlock(true) (which then aborts here rather than hand out unlocked slots later), and
+  // all of them in a forked child, where no lock survives fork.
+  void LockAll() {
+    std::lock_guard lock(mu_);
+    LockAllLocked();
+  }
+
+  // fork() handlers (pthread_atfork): the pool's mutex is held across fork so that the child
+  // never inherits it locked by a thread that does not exist there; the child then re-locks
+  // its chunks (their contents read as zeros there: MADV_WIPEONFORK).
+  void BeforeFork() { mu_.lock(); }
+  void AfterForkParent() { mu_.unlock(); }
+  void AfterForkChild() {
+    for (Chunk& c : chunks_) c.locked = false;
+    LockAllLocked();
+    mu_.unlock();
   }
 
   // Wipes the slot and makes it available again.
@@ -113,6 +147,16 @@ class SecretPool {
   }
 
  private:
+  void LockAllLocked() {
+    for (Chunk& c : chunks_) {
+      if (!c.locked) c.locked = LockOrWarn(c.base, kChunkBytes);
+    }
+  }
+
+  struct Chunk {
+    uint8_t* base;
+    bool locked;
+  };
   struct Class {
     std::vector<uint8_t*> free;  // GUARDED_BY(mu_)
     size_t slots = 0;            // GUARDED_BY(mu_); slots of all chunks of this class
@@ -126,17 +170,26 @@ class SecretPool {
 
   std::mutex mu_;
   std::array<Class, kSlotSizes.size()> classes_;
+  std::vector<Chunk> chunks_;  // GUARDED_BY(mu_); never shrinks
 };
 
 SecretPool& Pool() {
   // Never destroyed: secrets in static objects may be freed after other statics are gone.
-  static SecretPool* const kPool = new SecretPool();
+  static SecretPool* const kPool = [] {
+    auto* pool = new SecretPool();
+    ::pthread_atfork([] { Pool().BeforeFork(); }, [] { Pool().AfterForkParent(); },
+                     [] { Pool().AfterForkChild(); });
+    return pool;
+  }();
   return *kPool;
 }
 
 }  // namespace
 
-void SetRequireMlock(bool require) { g_require_mlock = require; }
+void SetRequireMlock(bool require) {
+  g_require_mlock = require;
+  if (require) Pool().LockAll();
+}
 bool MlockEverFailed() { return g_mlock_failed; }
 
 // `mapped_` says where the bytes live: a pool slot (mapped_ = the slot size, below a page) or a
@@ -151,7 +204,8 @@ SecretBytes::SecretBytes(size_t size) {
   }
   const size_t page = PageSize();
   const size_t len = (size + page - 1) / page * page;
-  data_ = static_cast<uint8_t*>(MapLocked(len));
+  bool locked = false;
+  data_ = static_cast<uint8_t*>(MapLocked(len, &locked));
   size_ = size;
   mapped_ = len;
 }

@@ -1,5 +1,6 @@
 #include "common/crypto/secret.h"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -79,7 +80,39 @@ TEST_CASE("SecretBytes storage is zeroed, sized, undumpable and locked", "[crypt
     const std::set<std::string> flags = MappingFlags(secret->data());
     CHECK(flags.count("dd") == 1);                          // MADV_DONTDUMP: never in a core dump
     if (!MlockEverFailed()) CHECK(flags.count("lo") == 1);  // mlock'ed: never swapped
+    CHECK(flags.count("wf") == 1);  // MADV_WIPEONFORK: a forked child never sees the bytes
   }
+}
+
+TEST_CASE("A forked child sees secrets as zeros and gets locked memory for new ones",
+          "[crypto][secret]") {
+  SecretBytes small(32);
+  SecretBytes big(2 * 4096);
+  std::memset(small.data(), 0xA5, small.size());
+  std::memset(big.data(), 0x5A, big.size());
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    // Exit codes say which property failed; no Catch macros in the child.
+    for (size_t i = 0; i < small.size(); ++i) {
+      if (small.data()[i] != 0) ::_exit(10);
+    }
+    for (size_t i = 0; i < big.size(); ++i) {
+      if (big.data()[i] != 0) ::_exit(11);
+    }
+    // mlock is not inherited across fork: the pool re-locks its chunks in the child, so a
+    // secret made there (the daemonized mount makes all of its keys after fork) is locked.
+    SecretBytes fresh(32);
+    if (!MlockEverFailed() && MappingFlags(fresh.data()).count("lo") != 1) ::_exit(12);
+    ::_exit(0);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  // The parent's copies are untouched.
+  CHECK(small.data()[0] == 0xA5);
+  CHECK(big.data()[big.size() - 1] == 0x5A);
 }
 
 TEST_CASE("A freed small secret's slot is wiped before anyone gets it again", "[crypto][secret]") {
