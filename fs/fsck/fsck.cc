@@ -150,7 +150,13 @@ class Walker {
     std::string backing_name;  // its backing name there
     std::string backing;       // its backing path relative to the cipher directory
   };
-  Result<Moved> MoveToLostFound(int dirfd, const std::string& name, const struct stat& st);
+  Result<Moved> MoveToLostFound(int dirfd, const format::Id128& dir_id, const std::string& name,
+                                const struct stat& st);
+  // Header-links volumes (format.md §6.2): makes the file `name` in `dirfd` linked under
+  // (link_dir, link_name) in addition to, or instead of (`remove`), what it holds. A file whose
+  // header does not parse is left alone (it cannot be opened anyway).
+  Status Relink(int dirfd, const std::string& name, const format::Id128& link_dir,
+                const std::string& link_name, bool remove);
   Result<int> LostFoundFd();
 
   const std::string cipherdir_;
@@ -340,7 +346,7 @@ Status Walker::CheckEntry(int dirfd, const format::Id128& dir_id, const Where& p
     Add(raw, problem, "", Finding::State::kFound);
     return CheckObject(dirfd, name, raw);
   }
-  auto moved = MoveToLostFound(dirfd, name, st);
+  auto moved = MoveToLostFound(dirfd, dir_id, name, st);
   if (!moved.ok()) {
     Add(raw, problem, "could not move it to /lost+found: " + moved.error().message(),
         Finding::State::kUnrepairable);
@@ -543,15 +549,46 @@ Result<int> Walker::LostFoundFd() {
   return lost_found_fd_.get();
 }
 
-Result<Walker::Moved> Walker::MoveToLostFound(int dirfd, const std::string& name,
-                                              const struct stat& st) {
+Status Walker::Relink(int dirfd, const std::string& name, const format::Id128& link_dir,
+                      const std::string& link_name, bool remove) {
+  UniqueFd fd(::openat(dirfd, name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return Error::FromErrno("open for relink", errno);
+  PosixBackingFile backing(std::move(fd));
+  Bytes page(format::FileHeader::kSize);
+  KMSFS_ASSIGN_OR_RETURN(size_t got, backing.PRead(page, 0));
+  if (got != page.size()) return Status::Ok();
+  auto header = format::ParseFileHeader(page);
+  if (!header.ok()) return Status::Ok();
+  KMSFS_ASSIGN_OR_RETURN(
+      Bytes input, format::LinkMacInput(config_.volume_id, header->file_id, link_dir, link_name));
+  const format::LinkTag tag = names_->LinkTag(input);
+  std::vector<format::LinkTag> links;
+  for (const auto& t : header->links) {
+    if (!(remove && t == tag)) links.push_back(t);
+  }
+  if (!remove) links.push_back(tag);
+  if (links == header->links) return Status::Ok();
+  KMSFS_ASSIGN_OR_RETURN(format::LinksWrite write,
+                         format::PrepareLinksWrite(*header, std::move(links)));
+  KMSFS_RETURN_IF_ERROR(backing.PWrite(write.bytes, write.offset));
+  return backing.Sync(/*data_only=*/true);
+}
+
+Result<Walker::Moved> Walker::MoveToLostFound(int dirfd, const format::Id128& dir_id,
+                                              const std::string& name, const struct stat& st) {
   KMSFS_ASSIGN_OR_RETURN(int lf, LostFoundFd());
   KMSFS_ASSIGN_OR_RETURN(format::Id128 lf_id, ReadDirId(lf));
+  const bool links = S_ISREG(st.st_mode) && config_.HasFeature(format::kFeatureHeaderLinks);
   // e2fsck's convention: "#<inode>", with a suffix should that name be taken.
   const std::string base = "#" + std::to_string(st.st_ino);
   for (int attempt = 0; attempt < 1000; ++attempt) {
     const std::string plain = attempt == 0 ? base : base + "." + std::to_string(attempt);
     KMSFS_ASSIGN_OR_RETURN(NameCodec::Encoded enc, names_->EncryptName(lf_id, plain));
+    struct stat taken;
+    if (::fstatat(lf, enc.backing_name.c_str(), &taken, AT_SYMLINK_NOFOLLOW) == 0) continue;
+    // As the fs renames (format.md §6.2): the new link first and durable, then the entry, then
+    // the old link dropped.
+    if (links) KMSFS_RETURN_IF_ERROR(Relink(dirfd, name, lf_id, enc.backing_name, false));
     if (::renameat2(dirfd, name.c_str(), lf, enc.backing_name.c_str(), RENAME_NOREPLACE) != 0) {
       if (errno == EEXIST) continue;
       return Error::FromErrno("rename into lost+found", errno);
@@ -562,6 +599,7 @@ Result<Walker::Moved> Walker::MoveToLostFound(int dirfd, const std::string& name
     }
     KMSFS_RETURN_IF_ERROR(SyncDirectory(lf));
     KMSFS_RETURN_IF_ERROR(SyncDirectory(dirfd));
+    if (links) KMSFS_RETURN_IF_ERROR(Relink(lf, enc.backing_name, dir_id, name, true));
     return Moved{plain, enc.backing_name, lost_found_backing_ + "/" + enc.backing_name};
   }
   return Error(Code::kAlreadyExists, "no free name in lost+found");
