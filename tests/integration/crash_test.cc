@@ -506,6 +506,7 @@ TEST_CASE("kmsfs and keyd killed at random moments lose nothing fsync'ed", "[cra
   std::vector<std::string> all_violations;
   std::map<std::string, int> failures;  // errno names of the workload's first failed step
   uint64_t keyd_kills = 0, acked_fsyncs = 0, in_flight = 0;
+  std::string in_flight_desc;  // the previous cycle's step in flight at the kill, for reports
   for (uint64_t cycle = 0; cycle < cycles; ++cycle) {
     const uint64_t cseed = seed * 1000003 + cycle;
     std::mt19937_64 rng(cseed);
@@ -516,7 +517,7 @@ TEST_CASE("kmsfs and keyd killed at random moments lose nothing fsync'ed", "[cra
       auto v = CheckAndRebase(mnt, model);
       for (auto& s : v) {
         all_violations.push_back("cycle " + std::to_string(cycle - 1) + " (seed " +
-                                 std::to_string(seed) + "): " + s);
+                                 std::to_string(seed) + "): " + s + in_flight_desc);
         std::printf("crash: VIOLATION %s\n", all_violations.back().c_str());
       }
     }
@@ -622,6 +623,11 @@ TEST_CASE("kmsfs and keyd killed at random moments lose nothing fsync'ed", "[cra
     if (has_begun && begun == done && done < ops.size()) {
       model.ApplyUncertain(ops[done]);
       ++in_flight;
+      in_flight_desc = std::string(" [in flight at the kill: ") + KindName(ops[done].kind) + " " +
+                       ops[done].a + (ops[done].b.empty() ? "" : " -> " + ops[done].b) +
+                       (kill_keyd ? ", keyd killed too" : "") + "]";
+    } else {
+      in_flight_desc = kill_keyd ? " [nothing in flight; keyd killed too]" : " [nothing in flight]";
     }
   }
 
