@@ -141,7 +141,11 @@ class Walker {
   Status WalkDir(int dirfd, const Where& where, bool is_root);
   Status CheckEntry(int dirfd, const format::Id128& dir_id, const Where& parent,
                     const std::string& name, bool is_root);
-  Status CheckObject(int dirfd, const std::string& name, const Where& where);
+  Status CheckObject(int dirfd, const format::Id128& dir_id, const std::string& name,
+                     const Where& where);
+  // Header-links volumes: the file's header must hold the link tag of this entry.
+  void CheckLink(int dirfd, const format::Id128& dir_id, const std::string& name,
+                 const Where& where);
   Status CheckFile(int dirfd, const std::string& name, const Where& where);
   void CheckSymlink(int dirfd, const std::string& name, const Where& where);
   void CheckXattrs(int fd, const format::Id128& id, const Where& where);
@@ -336,7 +340,7 @@ Status Walker::CheckEntry(int dirfd, const format::Id128& dir_id, const Where& p
       name_status = decrypted.error();
     }
   }
-  if (plain) return CheckObject(dirfd, name, parent.Child(name, plain));
+  if (plain) return CheckObject(dirfd, dir_id, name, parent.Child(name, plain));
 
   // The name does not decrypt: --repair moves the entry into /lost+found as "#<inode>", where
   // its contents (which do not depend on the name) can be read through the mount.
@@ -344,27 +348,51 @@ Status Walker::CheckEntry(int dirfd, const format::Id128& dir_id, const Where& p
                               "): " + name_status.error().message();
   if (!options_.repair) {
     Add(raw, problem, "", Finding::State::kFound);
-    return CheckObject(dirfd, name, raw);
+    return CheckObject(dirfd, dir_id, name, raw);
   }
   auto moved = MoveToLostFound(dirfd, dir_id, name, st);
   if (!moved.ok()) {
     Add(raw, problem, "could not move it to /lost+found: " + moved.error().message(),
         Finding::State::kUnrepairable);
-    return CheckObject(dirfd, name, raw);
+    return CheckObject(dirfd, dir_id, name, raw);
   }
   Add(raw, problem, "moved to /" + std::string(kLostFound) + "/" + moved->plain,
       Finding::State::kRepaired);
   Where now;
   now.plain = "/" + std::string(kLostFound) + "/" + moved->plain;
   now.backing = moved->backing;
-  return CheckObject(lost_found_fd_.get(), moved->backing_name, now);
+  KMSFS_ASSIGN_OR_RETURN(format::Id128 lf_id, ReadDirId(lost_found_fd_.get()));
+  return CheckObject(lost_found_fd_.get(), lf_id, moved->backing_name, now);
 }
 
-Status Walker::CheckObject(int dirfd, const std::string& name, const Where& where) {
+void Walker::CheckLink(int dirfd, const format::Id128& dir_id, const std::string& name,
+                       const Where& where) {
+  UniqueFd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return;
+  PosixBackingFile backing(std::move(fd));
+  Bytes page(format::FileHeader::kSize);
+  auto got = backing.PRead(page, 0);
+  if (!got.ok() || *got != page.size()) return;  // CheckFile reports the header
+  auto header = format::ParseFileHeader(page);
+  if (!header.ok()) return;
+  auto input = format::LinkMacInput(config_.volume_id, header->file_id, dir_id, name);
+  if (!input.ok() || header->HasLink(names_->LinkTag(*input))) return;
+  AddUnrepairable(where,
+                  "not linked under this name: the file's header does not name this entry (a "
+                  "whole file copied or moved over another, format.md §6.2); it reads as EIO",
+                  "not repaired: left in place (its contents belong to another file); remove "
+                  "it through the mount");
+}
+
+Status Walker::CheckObject(int dirfd, const format::Id128& dir_id, const std::string& name,
+                           const Where& where) {
   struct stat st;
   if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     NotChecked(where, "stat: " + std::string(std::strerror(errno)));
     return Status::Ok();
+  }
+  if (S_ISREG(st.st_mode) && config_.HasFeature(format::kFeatureHeaderLinks)) {
+    CheckLink(dirfd, dir_id, name, where);  // per entry: every hard link has its own tag
   }
   if (!FirstVisit(st)) return Status::Ok();  // a hard link, or already checked in lost+found
   if (S_ISDIR(st.st_mode)) {

@@ -429,6 +429,24 @@ TEST_CASE("fsck: a damaged kmsfs.conf is reported and nothing else is trusted", 
   CHECK(Fsck(v.box, v.cipherdir, false).exit_code == 0);
 }
 
+TEST_CASE("fsck: a whole file copied over another is found (header-links)", "[fsck]") {
+  MountedVolume v;
+  const std::string src = Pattern(kSmall, 30);
+  const std::string bsrc = Locate(v.cipherdir, [&] { WriteFile(v.P("src"), src); });
+  const std::string bdst = Locate(v.cipherdir, [&] { WriteFile(v.P("dst"), Pattern(kPage, 31)); });
+  REQUIRE(v.mount->Unmount());
+  CHECK(Fsck(v.box, v.cipherdir, false).exit_code == 0);
+  std::filesystem::copy_file(bsrc, bdst, std::filesystem::copy_options::overwrite_existing);
+  const RunResult r = Fsck(v.box, v.cipherdir, true);
+  CHECK(r.exit_code == 4);
+  CHECK(Mentions(r.out, "/dst", "not linked under this name"));
+  CHECK(LinesFor(r.out, "/src").empty());
+  v.Remount();
+  CHECK(ReadFile(v.P("src")) == src);
+  CHECK(ErrnoOf(::open(v.P("dst").c_str(), O_RDONLY)) == EIO);
+  CHECK(v.mount->Unmount());
+}
+
 // Waits (bounded) until `log()` has at least one line containing every one of `parts`; returns
 // how many lines do.
 template <typename LogFn>
