@@ -375,7 +375,10 @@ int RunRewrap(const RewrapRequest& req, const KeydConfig& keyd) {
   };
   const auto start = std::chrono::steady_clock::now();
   fs::lifecycle::RewrapResult result =
-      fs::lifecycle::RewrapFiles(*entries, before->config.volume_id, make_service, ro);
+      fs::lifecycle::RewrapFiles(entries->files, before->config.volume_id, make_service, ro);
+  // What the walk could not look into may hold files under an old version: those are failures
+  // (named, exit 1), never a silent "all rewrapped".
+  for (const auto& [path, why] : entries->unreadable) result.failures.emplace_back(path, why);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   progress.Finish(result.files, result.files, result.failures.size());
@@ -464,14 +467,20 @@ int RunRetireVersion(const RetireRequest& req, const KeydConfig& keyd) {
     std::cout << dir << ": " << files << " of " << report->total << " files under version "
               << req.version << ", name key " << (name_key ? "too" : "not");
     if (!report->unreadable.empty()) {
-      std::cout << ", " << report->unreadable.size() << " headers unreadable";
+      std::cout << ", " << report->unreadable.size() << " unreadable";
     }
     std::cout << "\n";
+    for (const auto& [path, why] : report->unreadable) {
+      std::cout << "  unreadable " << path << ": " << why << "\n";
+    }
   }
   if ((in_use > 0 || unreadable > 0) && !req.force) {
     std::cerr << "kmsfs: retire-version: refused: " << in_use
               << " keys (files and name keys) still need version " << req.version << " of key "
-              << key_id << (unreadable > 0 ? " (and some headers could not be read)" : "")
+              << key_id << (unreadable > 0 ? " (and " + std::to_string(unreadable) +
+                                        " headers, directories or mount points could not be "
+                                        "read: they may use it too)"
+                                  : "")
               << "; run `kmsfs rewrap CIPHERDIR` first, or pass --force to make them "
                  "unreadable\n";
     return ipc::ExitCodeForCode(Code::kFailedPrecondition);

@@ -28,12 +28,23 @@ struct Walker {
   dev_t dev = 0;
   std::set<std::pair<dev_t, ino_t>> seen;
   std::vector<BackingEntry> out;
+  // Everything the walk could not look into. Never skipped silently: a subtree we cannot read
+  // may hold files under any key version, so `retire-version` must refuse and `rewrap` must
+  // fail while anything is listed here (docs/lifecycle.md).
+  std::vector<std::pair<std::string, std::string>> unreadable;
+
+  void Unreadable(const std::string& path, const std::string& what, int err) {
+    unreadable.emplace_back(path, what + ": " + std::strerror(err));
+  }
 
   // `plain_dir` is "" for the root, "/a/b" below; `have_plain` false once a name failed to
   // decrypt (children then show backing paths only).
   void Walk(const std::string& dir_path, const std::string& plain_dir, bool have_plain) {
     UniqueFd dirfd(::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!dirfd.valid()) return;
+    if (!dirfd.valid()) {
+      Unreadable(dir_path, "cannot open directory", errno);
+      return;
+    }
     std::optional<format::Id128> dir_id;
     if (names != nullptr && have_plain) {
       auto raw = ReadSmallFile(dirfd.get(), format::kDirIdName, 64);
@@ -43,14 +54,25 @@ struct Walker {
       }
     }
     const int dup = ::fcntl(dirfd.get(), F_DUPFD_CLOEXEC, 0);
-    if (dup < 0) return;
+    if (dup < 0) {
+      Unreadable(dir_path, "cannot read directory", errno);
+      return;
+    }
     DIR* d = ::fdopendir(dup);
     if (d == nullptr) {
+      Unreadable(dir_path, "cannot read directory", errno);
       ::close(dup);
       return;
     }
     std::vector<std::pair<std::string, unsigned char>> children;
-    while (const struct dirent* e = ::readdir(d)) {
+    for (;;) {
+      errno = 0;  // readdir returns null both at the end and on error; only errno tells
+      const struct dirent* e = ::readdir(d);
+      if (e == nullptr) {
+        // The entries read so far are still scanned; the rest of the directory is not.
+        if (errno != 0) Unreadable(dir_path, "cannot read directory", errno);
+        break;
+      }
       if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
       children.emplace_back(e->d_name, e->d_type);
     }
@@ -58,9 +80,19 @@ struct Walker {
     for (const auto& [name, type] : children) {
       const bool long_name = format::ParseLongName(name).ok();
       if (format::IsReservedBackingName(name) && !long_name) continue;
+      const std::string child_path = dir_path + "/" + name;
       struct stat st;
-      if (::fstatat(dirfd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-      if (st.st_dev != dev) continue;  // never leave the cipher directory's file system
+      if (::fstatat(dirfd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        // ENOENT: removed since readdir (a live volume); a file that is gone needs no key.
+        if (errno != ENOENT) Unreadable(child_path, "cannot stat", errno);
+        continue;
+      }
+      if (st.st_dev != dev) {
+        // Never leave the cipher directory's file system, but say so: whatever the mount hides
+        // (and whatever is on it) was not scanned.
+        unreadable.emplace_back(child_path, "another file system is mounted here; not scanned");
+        continue;
+      }
       std::string plain;
       bool plain_ok = false;
       if (dir_id) {
@@ -79,7 +111,6 @@ struct Walker {
           }
         }
       }
-      const std::string child_path = dir_path + "/" + name;
       if (S_ISDIR(st.st_mode)) {
         Walk(child_path, plain, plain_ok);
       } else if (S_ISREG(st.st_mode)) {
@@ -105,17 +136,17 @@ Result<Bytes> ReadHeaderPage(int fd) {
   return page;
 }
 
-Result<std::vector<BackingEntry>> ListBackingFiles(const std::string& cipherdir, NameCodec* names) {
+Result<BackingTree> ListBackingFiles(const std::string& cipherdir, NameCodec* names) {
   struct stat st;
   if (::stat(cipherdir.c_str(), &st) != 0) {
     return Error::FromErrno("stat cipher directory " + cipherdir, errno);
   }
   if (!S_ISDIR(st.st_mode)) return Error(Code::kInvalidArgument, cipherdir + " is not a directory");
-  Walker w{names, st.st_dev, {}, {}};
+  Walker w{names, st.st_dev, {}, {}, {}};
   std::string root = cipherdir;
   while (root.size() > 1 && root.back() == '/') root.pop_back();
   w.Walk(root, "", true);
-  return std::move(w.out);
+  return BackingTree{std::move(w.out), std::move(w.unreadable)};
 }
 
 Result<HeaderKey> ReadHeaderKey(const std::string& backing_path) {
@@ -157,8 +188,9 @@ Result<VersionReport> ScanVersions(const std::string& cipherdir, NameCodec* name
   KMSFS_ASSIGN_OR_RETURN(report.config, format::ParseVolumeConfig(AsChars(*json)));
   KMSFS_ASSIGN_OR_RETURN(auto name_key, format::PeekWrappedBlobKey(report.config.name_key_blob));
   report.name_key = HeaderKey{name_key.first, name_key.second};
-  KMSFS_ASSIGN_OR_RETURN(std::vector<BackingEntry> entries, ListBackingFiles(cipherdir, names));
-  for (const BackingEntry& e : entries) {
+  KMSFS_ASSIGN_OR_RETURN(BackingTree tree, ListBackingFiles(cipherdir, names));
+  report.unreadable = std::move(tree.unreadable);
+  for (const BackingEntry& e : tree.files) {
     auto key = ReadHeaderKey(e.backing_path);
     if (!key.ok()) {
       report.unreadable.emplace_back(e.Display(), key.error().message());
@@ -196,7 +228,7 @@ std::string FormatVersionReport(const VersionReport& r, bool json) {
   o << "  name key (kmsfs.conf): key " << r.name_key.key_id << " version " << r.name_key.version
     << "\n";
   if (!r.unreadable.empty()) {
-    o << "  unreadable headers: " << r.unreadable.size() << "\n";
+    o << "  unreadable (headers, directories, mount points): " << r.unreadable.size() << "\n";
     for (const auto& [path, why] : r.unreadable) o << "    " << path << ": " << why << "\n";
   }
   return o.str();

@@ -30,11 +30,21 @@ struct BackingEntry {
   const std::string& Display() const { return plain_path.empty() ? backing_path : plain_path; }
 };
 
+// What a walk of the backing tree found: the header files, and every place it could not look
+// into (a directory it could not open or read, an entry it could not stat, a mount point of
+// another file system), each with its backing path and why. Callers must treat a non-empty
+// `unreadable` as "the files list may be incomplete" (retire-version refuses, rewrap fails).
+struct BackingTree {
+  std::vector<BackingEntry> files;
+  std::vector<std::pair<std::string, std::string>> unreadable;  // (backing path, error)
+};
+
 // `names` (may be null) decrypts names for BackingEntry::plain_path; it must outlive the call.
-// Unreadable directories and names that do not decrypt are not errors: the walk goes on and the
-// entry keeps only its backing path. kIo/kNotFound only if `cipherdir` itself cannot be read.
-// Does not follow symlinks and does not leave the cipher directory's file system.
-Result<std::vector<BackingEntry>> ListBackingFiles(const std::string& cipherdir, NameCodec* names);
+// Unreadable directories and entries are not errors: they are listed in BackingTree::unreadable
+// and the walk goes on. Names that do not decrypt keep only their backing path. kIo/kNotFound
+// only if `cipherdir` itself cannot be read. Does not follow symlinks and does not leave the
+// cipher directory's file system (a mount point inside it is listed as unreadable).
+Result<BackingTree> ListBackingFiles(const std::string& cipherdir, NameCodec* names);
 
 // The first FileHeader::kSize bytes of the open backing file `fd` (positional reads, EINTR
 // retried). kCorrupt if the file is shorter (format.md §6), kIo on read errors.
@@ -56,7 +66,9 @@ struct VersionReport {
   HeaderKey name_key;                                           // from kmsfs.conf's NameKeyBlob
   std::map<std::pair<std::string, uint32_t>, uint64_t> files;   // (key id, version) -> count
   uint64_t total = 0;                                           // files with a readable header
-  std::vector<std::pair<std::string, std::string>> unreadable;  // (display path, error)
+  // (display path, error): headers that did not read or parse, and what the walk could not
+  // look into (BackingTree::unreadable).
+  std::vector<std::pair<std::string, std::string>> unreadable;
   // Files (plus the name key) still under `key_id` at a version below `version`.
   uint64_t CountBelow(const std::string& key_id, uint32_t version) const;
   // Files (plus the name key) under exactly (key_id, version).

@@ -4,6 +4,7 @@
 // LMDB, real `kmsfs mount -f`.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -415,6 +416,62 @@ TEST_CASE("retire-version --force retires a version still in use and its files r
   CHECK(err == ENOKEY);
   CHECK(v.mount->Unmount());
   CheckLog(v.mount->Log(), {"ENOKEY", "KeyUnavailable", "key unavailable", "retired"});
+}
+
+// A subtree the scan cannot look into (here: hidden by a file system mounted on a backing
+// directory) may hold files under any version. It must not count as "0 files": rewrap fails
+// naming it, and retire-version refuses, until the subtree is readable again.
+TEST_CASE("a backing subtree the scan cannot read makes rewrap fail and retire-version refuse",
+          "[lifecycle][retire]") {
+  MountedVolume v;
+  REQUIRE(::mkdir(v.P("sub").c_str(), 0755) == 0);
+  WriteFile(v.P("sub/hidden"), "under version 1, out of the scan's sight");
+  WriteFile(v.P("top"), "v1 top");
+  Rotate(v.box, v.key_id);
+  std::string backing_sub;
+  for (const auto& e : stdfs::directory_iterator(v.cipherdir)) {
+    if (e.is_directory()) backing_sub = e.path().string();
+  }
+  REQUIRE(!backing_sub.empty());
+  REQUIRE(::mount("kmsfs-it", backing_sub.c_str(), "tmpfs", 0, "size=64k") == 0);
+  struct Unmount {
+    std::string path;
+    bool done = false;
+    void Now() {
+      if (!done) ::umount2(path.c_str(), MNT_DETACH);
+      done = true;
+    }
+    ~Unmount() { Now(); }
+  } unmount{backing_sub};
+
+  RunResult rewrap = Run(RewrapArgs(v, {}), {}, milliseconds(60'000));
+  INFO(rewrap.out << rewrap.err);
+  CHECK(rewrap.exit_code == 1);
+  CHECK_THAT(rewrap.out, Catch::Contains("FAILED " + backing_sub + ": another file system"));
+
+  std::vector<std::string> retire = {
+      KmsfsBinary(), "retire-version", "--socket", v.box.socket_path(),        "--key-id",
+      v.key_id,      "--key-version",  "1",        "--pending-window-in-days", "7",
+      v.cipherdir};
+  RunResult refused = Run(retire);
+  INFO(refused.out << refused.err);
+  CHECK(refused.exit_code != 0);
+  // rewrap did move the visible file and the name key: only the hidden subtree is in doubt.
+  CHECK_THAT(refused.out, Catch::Contains("0 of 1 files under version 1, name key not, 1 unreadable"));
+  CHECK_THAT(refused.out, Catch::Contains("unreadable " + backing_sub));
+  CHECK_THAT(refused.err, Catch::Contains("refused"));
+
+  unmount.Now();
+  RunResult rewrap2 = Run(RewrapArgs(v, {}), {}, milliseconds(60'000));
+  INFO(rewrap2.out << rewrap2.err);
+  CHECK(rewrap2.exit_code == 0);
+  RunResult ok = Run(retire);
+  INFO(ok.out << ok.err);
+  CHECK(ok.exit_code == 0);
+  CHECK_THAT(ok.out, Catch::Contains("0 of 2 files under version 1, name key not"));
+  v.Remount();
+  CHECK(ReadFile(v.P("sub/hidden")) == "under version 1, out of the scan's sight");
+  CHECK(v.mount->Unmount());
 }
 
 // Not part of CI (hidden tag): the rewrap speed figure of issue 5's closing note.
