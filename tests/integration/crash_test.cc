@@ -242,8 +242,11 @@ void LogLine(int fd, const std::string& line, bool sync) {
 }
 
 // Returns 0 or the errno of the failed step.
-int RunOp(const std::string& mnt, const Op& op) {
-  const std::string a = mnt + "/" + op.a;
+// Paths are relative to `root`, a descriptor of the mount's root taken while it was mounted: once
+// kmsfs dies every call through it fails (ENOTCONN), even after the mount is detached, instead of
+// reaching the bare mountpoint directory.
+int RunOp(int root, const Op& op) {
+  const char* a = op.a.c_str();
   auto write_all = [](int fd, const std::string& d, off_t off, bool append) -> int {
     size_t done = 0;
     while (done < d.size()) {
@@ -262,40 +265,45 @@ int RunOp(const std::string& mnt, const Op& op) {
   };
   switch (op.kind) {
     case Op::kCreate: {
-      const int fd = ::open(a.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      const int fd = ::openat(root, a, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
       if (fd < 0) return errno;
       return close_checked(fd, write_all(fd, Data(op.seed, op.len), 0, false));
     }
     case Op::kWrite: {
-      const int fd = ::open(a.c_str(), O_WRONLY | O_CLOEXEC);
+      const int fd = ::openat(root, a, O_WRONLY | O_CLOEXEC);
       if (fd < 0) return errno;
       return close_checked(fd,
                            write_all(fd, Data(op.seed, op.len), static_cast<off_t>(op.off), false));
     }
     case Op::kAppend: {
-      const int fd = ::open(a.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+      const int fd = ::openat(root, a, O_WRONLY | O_APPEND | O_CLOEXEC);
       if (fd < 0) return errno;
       return close_checked(fd, write_all(fd, Data(op.seed, op.len), 0, true));
     }
-    case Op::kTruncate:
-      return ::truncate(a.c_str(), static_cast<off_t>(op.off)) == 0 ? 0 : errno;
+    case Op::kTruncate: {
+      const int fd = ::openat(root, a, O_WRONLY | O_CLOEXEC);
+      if (fd < 0) return errno;
+      return close_checked(fd, ::ftruncate(fd, static_cast<off_t>(op.off)) == 0 ? 0 : errno);
+    }
     case Op::kFsync: {
-      const int fd = ::open(a.c_str(), O_WRONLY | O_CLOEXEC);
+      const int fd = ::openat(root, a, O_WRONLY | O_CLOEXEC);
       if (fd < 0) return errno;
       return close_checked(fd, ::fsync(fd) == 0 ? 0 : errno);
     }
     case Op::kRename:
-      return ::rename(a.c_str(), (mnt + "/" + op.b).c_str()) == 0 ? 0 : errno;
+      return ::renameat(root, a, root, op.b.c_str()) == 0 ? 0 : errno;
     case Op::kUnlink:
-      return ::unlink(a.c_str()) == 0 ? 0 : errno;
+      return ::unlinkat(root, a, 0) == 0 ? 0 : errno;
   }
   return EINVAL;
 }
 
 [[noreturn]] void RunWorkload(const std::string& mnt, const std::vector<Op>& ops, int log_fd) {
+  const int root = ::open(mnt.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) ::_exit(2);
   for (size_t k = 0; k < ops.size(); ++k) {
     LogLine(log_fd, "B " + std::to_string(k) + "\n", false);
-    const int e = RunOp(mnt, ops[k]);
+    const int e = RunOp(root, ops[k]);
     if (e != 0) {
       LogLine(log_fd, "F " + std::to_string(k) + " " + std::to_string(e) + "\n", true);
       ::_exit(1);
@@ -567,8 +575,6 @@ TEST_CASE("kmsfs and keyd killed at random moments lose nothing fsync'ed", "[cra
       ++keyd_kills;
     }
     ::kill(mount->pid(), SIGKILL);
-    // The kernel ends the connection when kmsfs dies; detach the dead mount.
-    (void)Run({"fusermount3", "-uz", mount->mountpoint()});
     if (!child_done) {
       bool ended = false;
       for (int i = 0; i < 30'000 && !ended; ++i) {
@@ -584,6 +590,9 @@ TEST_CASE("kmsfs and keyd killed at random moments lose nothing fsync'ed", "[cra
         ::waitpid(child, &status, 0);
       }
     }
+    // Detach only once the workload has ended: the kernel fails its requests (ENOTCONN) as soon
+    // as kmsfs dies, but after a detach its paths would reach the bare mountpoint directory.
+    (void)Run({"fusermount3", "-uz", mount->mountpoint()});
     mount.reset();  // already dead and detached: only reaps it
     if (kill_keyd) {
       keyd.reset();
