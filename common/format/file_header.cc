@@ -117,7 +117,19 @@ uint32_t Crc32c(ByteSpan data) {
 }
 
 bool FileHeader::HasLink(const LinkTag& tag) const {
-  return std::binary_search(links.begin(), links.end(), tag);
+  // Not std::binary_search / operator< (their early exits leak, through timing, how many leading
+  // bytes of a guessed tag match a stored one), and not crypto::ConstantTimeEqual either:
+  // kmsfs_format links no crypto (common/format/CMakeLists.txt), and OpenSSL is for
+  // common/crypto only (scripts/check-deps.sh). So: every byte of every tag is looked at, and
+  // the differences are accumulated without a branch. Only whether some tag matched leaks.
+  uint8_t found = 0;
+  for (const LinkTag& t : links) {
+    uint8_t diff = 0;
+    for (size_t i = 0; i < t.size(); ++i) diff |= uint8_t(t[i] ^ tag[i]);
+    // 1 iff diff == 0, computed without a branch.
+    found |= uint8_t(1 & ((unsigned(diff) - 1) >> 8));
+  }
+  return found != 0;
 }
 
 Result<FileHeader> ParseFileHeader(ByteSpan page) {
@@ -235,6 +247,11 @@ Result<LinksWrite> PrepareLinksWrite(const FileHeader& header, std::vector<LinkT
   LinksWrite w;
   w.offset = FileHeader::kSlotOffset[target];
   w.bytes = SerializeSlot(header.links_seq + 1, links);
+  // With a set in force, the target is the inactive slot, and the active one is what the new
+  // write supersedes. With none (links_seq 0), the slot not written is empty already (see the
+  // choice of `target` above and ParseFileHeader's choice of active_slot).
+  w.clear_previous = header.links_seq != 0;
+  w.previous_offset = FileHeader::kSlotOffset[1 - target];
   return w;
 }
 

@@ -52,11 +52,14 @@ struct FileHeader {
   // volume without feature "header-links", or one whose first link write was torn.
   uint32_t links_seq = 0;
   std::vector<LinkTag> links;
-  // Which slot holds that set (0 or 1), and the other slot's bytes kept verbatim: it is the
-  // previous set, a torn write, or all zero, and is overwritten by the next link change.
+  // Which slot holds that set (0 or 1), and the other slot's bytes kept verbatim: all zero
+  // after a completed link change (LinksWrite::clear_previous), the previous set or a torn
+  // write after a crash; it is overwritten by the next link change.
   uint8_t active_slot = 0;
   std::array<uint8_t, kSlotSize> other_slot{};
 
+  // Compares `tag` with every tag in the set in constant time per tag (no early exit): the
+  // tags are MACs, and a timing difference must not tell how much of a forged one matched.
   bool HasLink(const LinkTag& tag) const;
   friend bool operator==(const FileHeader&, const FileHeader&) = default;
 };
@@ -82,11 +85,18 @@ Result<Bytes> SerializeFileHeader(const FileHeader& header);
 // One slot write that makes `links` the header's link set: the slot that is not active in
 // `header`, with seq = header.links_seq + 1. Write `bytes` at `offset` in the backing file (one
 // pwrite), and the next parse sees the new set; a crash part-way leaves the previous set.
+// Then, once that write is durable (fdatasync), zero the previously active slot if
+// `clear_previous` (kSlotSize zero bytes at `previous_offset`), so that no superseded set (tags
+// of names the file no longer has) stays on disk for an attacker to roll forward: docs/format.md
+// §6.1. Zeroing before the new slot is durable could leave no valid slot after a crash.
 // `links` need not be sorted; duplicates are dropped. kInvalidArgument for more than
 // kMaxLinkTags distinct tags, kFailedPrecondition if the seq would wrap (2^32 - 1 changes).
 struct LinksWrite {
   uint64_t offset = 0;
   Bytes bytes;  // kSlotSize bytes
+  // False when no set was in force (links_seq == 0): the other slot is then empty already.
+  bool clear_previous = false;
+  uint64_t previous_offset = 0;
 };
 Result<LinksWrite> PrepareLinksWrite(const FileHeader& header, std::vector<LinkTag> links);
 

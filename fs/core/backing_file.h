@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ctime>
 #include <span>
 
 #include "common/base/bytes.h"
@@ -23,6 +24,17 @@ class BackingFile {
   virtual Status Truncate(uint64_t size) = 0;
   // fdatasync (data_only) or fsync.
   virtual Status Sync(bool data_only) = 0;
+
+  // Access and modification time. A link-slot write (fs::UpdateLinks) changes which names the
+  // file has, not its contents, and the filesystem reports the backing file's mtime: it reads
+  // the times before and puts them back after, so rename/link/unlink keep the mtime (ctime
+  // still changes, as POSIX wants). The defaults have no times and set none (in-memory fakes).
+  struct Times {
+    struct timespec atime {};
+    struct timespec mtime {};
+  };
+  virtual Result<Times> GetTimes() { return Times{}; }
+  virtual Status SetTimes(const Times& /*times*/) { return Status::Ok(); }
 };
 
 }  // namespace kmsfs::fs

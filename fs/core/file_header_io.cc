@@ -7,6 +7,7 @@
 
 #include "common/crypto/random.h"
 #include "common/format/file_header.h"
+#include "common/log/log.h"
 #include "fs/core/file_content.h"
 
 namespace kmsfs::fs {
@@ -26,6 +27,26 @@ Result<bool> HeaderHasLink(const format::FileHeader& header, const Volume& volum
   KMSFS_ASSIGN_OR_RETURN(format::LinkTag tag,
                          volume.LinkTagFor(header.file_id, link.dir_id, link.backing_name));
   return header.HasLink(tag);
+}
+
+// The writes of one link change (format.md §6.1): the new set into the inactive slot, durable,
+// and only then the superseded set zeroed, so no stale tags stay on disk once the change is
+// done, and a crash at any point leaves one valid slot (the new set, or the previous one).
+// Zeroing before the fdatasync could reach the disk first and leave no slot at all, which is
+// why the fdatasync is there even when the caller asked for no sync.
+Status WriteLinkSlots(BackingFile* backing, const format::LinksWrite& w, bool sync,
+                      bool* changed_out) {
+  KMSFS_RETURN_IF_ERROR(backing->PWrite(w.bytes, w.offset));
+  if (changed_out != nullptr) *changed_out = true;
+  if (!w.clear_previous) {
+    if (sync) KMSFS_RETURN_IF_ERROR(backing->Sync(/*data_only=*/true));
+    return Status::Ok();
+  }
+  // This sync also gives `sync` its meaning (the new set is durable). The zeros are not synced:
+  // lost in a crash, they leave the superseded set in the slot not in force (format.md §6.1).
+  KMSFS_RETURN_IF_ERROR(backing->Sync(/*data_only=*/true));
+  const Bytes zeros(format::FileHeader::kSlotSize, 0);
+  return backing->PWrite(zeros, w.previous_offset);
 }
 
 }  // namespace
@@ -139,10 +160,24 @@ Status UpdateLinks(BackingFile* backing, const Volume& volume, const LinkName* a
   }
   if (!changed) return Status::Ok();
   KMSFS_ASSIGN_OR_RETURN(format::LinksWrite w, format::PrepareLinksWrite(header, std::move(links)));
-  KMSFS_RETURN_IF_ERROR(backing->PWrite(w.bytes, w.offset));
-  if (changed_out != nullptr) *changed_out = true;
-  if (sync) KMSFS_RETURN_IF_ERROR(backing->Sync(/*data_only=*/true));
-  return Status::Ok();
+  // The header is not the contents: the writes below must not move the mtime the filesystem
+  // reports (a user's mv keeps it). The times go back even when a step fails. A data write
+  // through another handle racing with this one may lose its mtime update; such a write moves
+  // it again the next time. Failing to read or restore the times only costs the mtime: it is
+  // logged, never turned into a failed link change (whose callers would then undo a done one).
+  auto times = backing->GetTimes();
+  if (!times.ok()) {
+    log::Get("fs.core")->warn("link change: reading the backing file's times: {}",
+                              times.error().message());
+  }
+  Status st = WriteLinkSlots(backing, w, sync, changed_out);
+  if (times.ok()) {
+    if (Status restored = backing->SetTimes(*times); !restored.ok()) {
+      log::Get("fs.core")->warn("link change: restoring the backing file's times: {}",
+                                restored.error().message());
+    }
+  }
+  return st;
 }
 
 }  // namespace kmsfs::fs

@@ -63,14 +63,17 @@ Result<FileKey> OpenFileKey(BackingFile* backing, const Volume& volume, DataKeyS
 Result<bool> HasLink(BackingFile* backing, const Volume& volume, const LinkName& link);
 
 // Rewrites the header's link set: `add`'s tag added, `remove`'s removed (either may be null),
-// as one write of the inactive link slot (the key region is never touched), then fdatasync if
-// `sync`. A no-op (no write) when nothing changes, and in a volume without links.
+// as one write of the inactive link slot (the key region is never touched), fdatasync, then the
+// previously active slot zeroed (no superseded set stays on disk; the zeros are not synced).
+// With no set in force before, there is nothing to zero, and the fdatasync happens if `sync`. The backing file's atime and mtime are put back afterwards (a link change is not a
+// content change). A no-op (no write) when nothing changes, and in a volume without links.
 // `max_links`: kInvalidArgument with EMLINK if the new set would exceed it. kIo from the
 // backing file; kCorrupt for a header that does not parse. `*changed` (if given) tells whether
 // a slot was written, so a caller undoing an add never removes a tag that was there before.
 // Ordering (format.md §6.2): link() adds with sync before the backing link exists; rename adds
 // the new name with sync before the backing rename and removes the old one after; unlink of one
-// of several names removes its tag after the backing unlink.
+// of several names removes its tag after the backing unlink. `sync` = false still syncs once,
+// between the slot write and the zeroing (format.md §6.1).
 Status UpdateLinks(BackingFile* backing, const Volume& volume, const LinkName* add,
                    const LinkName* remove, bool sync,
                    size_t max_links = format::FileHeader::kMaxLinkTags, bool* changed = nullptr);

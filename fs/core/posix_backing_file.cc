@@ -74,6 +74,18 @@ Status PosixBackingFile::Truncate(uint64_t size) {
   }
 }
 
+Result<BackingFile::Times> PosixBackingFile::GetTimes() {
+  struct stat st;
+  if (::fstat(fd_.get(), &st) != 0) return Error::FromErrno("fstat on backing file", errno);
+  return Times{st.st_atim, st.st_mtim};
+}
+
+Status PosixBackingFile::SetTimes(const Times& times) {
+  const struct timespec ts[2] = {times.atime, times.mtime};
+  if (::futimens(fd_.get(), ts) != 0) return Error::FromErrno("futimens on backing file", errno);
+  return Status::Ok();
+}
+
 Status PosixBackingFile::Sync(bool data_only) {
   for (;;) {
     const int rc = data_only ? ::fdatasync(fd_.get()) : ::fsync(fd_.get());

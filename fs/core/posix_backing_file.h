@@ -28,6 +28,8 @@ class PosixBackingFile final : public BackingFile {
   Result<uint64_t> Size() override;
   Status Truncate(uint64_t size) override;
   Status Sync(bool data_only) override;
+  Result<Times> GetTimes() override;             // fstat
+  Status SetTimes(const Times& times) override;  // futimens
 
   int fd() const { return fd_.get(); }
 

@@ -1,5 +1,7 @@
 #include "common/format/file_header.h"
 
+#include <algorithm>
+
 #include "tests/catch.h"
 #include "tests/unit/common/format/test_util.h"
 
@@ -309,4 +311,61 @@ TEST_CASE("link MAC input: documented layout, name length 1..255", "[format][hea
 }
 
 }  // namespace
+TEST_CASE("a link write names the superseded slot to zero, and zeroing it keeps the new set",
+          "[format][header][links]") {
+  Bytes page = *SerializeFileHeader(SampleHeader());
+  FileHeader h = *ParseFileHeader(page);
+  auto w1 = PrepareLinksWrite(h, {Tag(0x10)});
+  REQUIRE(w1.ok());
+  CHECK_FALSE(w1->clear_previous);  // nothing was in force: slot 1 is empty already
+  h = Apply(&page, *w1);
+  auto w2 = PrepareLinksWrite(h, {Tag(0x10), Tag(0x20)});  // a rename: old and new name
+  REQUIRE(w2.ok());
+  REQUIRE(w2->clear_previous);
+  CHECK(w2->offset == 2560);
+  CHECK(w2->previous_offset == 1024);
+  h = Apply(&page, *w2);
+  std::fill_n(page.begin() + 1024, FileHeader::kSlotSize, 0);
+  h = *ParseFileHeader(page);
+  CHECK(h.links == std::vector<LinkTag>{Tag(0x10), Tag(0x20)});
+  auto w3 = PrepareLinksWrite(h, {Tag(0x20)});  // the old name goes
+  REQUIRE(w3.ok());
+  CHECK(w3->offset == 1024);
+  CHECK(w3->previous_offset == 2560);
+  Apply(&page, *w3);
+  std::fill_n(page.begin() + 2560, FileHeader::kSlotSize, 0);
+  h = *ParseFileHeader(page);
+  CHECK(h.links_seq == 3);
+  CHECK(h.links == std::vector<LinkTag>{Tag(0x20)});
+  CHECK_FALSE(h.HasLink(Tag(0x10)));
+  const LinkTag old = Tag(0x10);
+  CHECK(std::search(page.begin() + 1024, page.end(), old.begin(), old.end()) == page.end());
+  SECTION("the zeroing torn at any sector: the new set stays in force") {
+    // Before the zeroing: the new set in slot 0, the superseded {0x10, 0x20} in slot 1.
+    Bytes torn = page;
+    std::copy(w2->bytes.begin(), w2->bytes.end(), torn.begin() + 2560);
+    for (size_t cut = 512; cut < FileHeader::kSlotSize; cut += 512) {
+      Bytes t = torn;
+      std::fill_n(t.begin() + 2560, cut, 0);
+      auto p = ParseFileHeader(t);
+      REQUIRE(p.ok());
+      CHECK(p->links == std::vector<LinkTag>{Tag(0x20)});
+    }
+  }
+}
+
+TEST_CASE("HasLink finds a tag anywhere in the set and no near miss", "[format][header][links]") {
+  FileHeader h = SampleHeader();
+  h.links_seq = 1;
+  for (int i = 0; i < 5; ++i) h.links.push_back(Tag(uint8_t(0x10 * (i + 1))));
+  for (const LinkTag& t : h.links) CHECK(h.HasLink(t));
+  for (size_t byte = 0; byte < 16; ++byte) {
+    LinkTag near = h.links[2];
+    near[byte] ^= 0x01;
+    CHECK_FALSE(h.HasLink(near));
+  }
+  h.links.clear();
+  CHECK_FALSE(h.HasLink(Tag(0x10)));
+}
+
 }  // namespace kmsfs::format
