@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -79,7 +80,70 @@ Status CopyXattrs(int from, int to) {
   return Status::Ok();
 }
 
+// The device numbers ("major:minor", as /proc/self/mountinfo writes them) of every mounted
+// kmsfs volume.
+std::vector<std::string> KmsfsDevices() {
+  std::vector<std::string> out;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string id, parent, dev, tok;
+    f >> id >> parent >> dev;
+    while (f >> tok && tok != "-") {
+    }
+    std::string fstype;
+    f >> fstype;
+    if (fstype == "fuse.kmsfs") out.push_back(dev);
+  }
+  return out;
+}
+
 }  // namespace
+
+Result<UniqueFd> OpenKmsfsDirNoFollow(const std::string& dir) {
+  // Component by component, each opened relative to the one before with O_NOFOLLOW: a symlink
+  // anywhere in the path is refused (ELOOP), and once a directory is open, renaming or
+  // replacing its path cannot move what we act on. O_PATH for the components on the way (they
+  // need search permission only); the last is opened for reading (readdir, fsync).
+  if (dir.empty()) return Error(Code::kInvalidArgument, "empty directory path");
+  UniqueFd cur(::open(dir[0] == '/' ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!cur.valid()) return Error::FromErrno("open " + dir, errno);
+  size_t pos = 0;
+  while (pos < dir.size()) {
+    const size_t slash = dir.find('/', pos);
+    const std::string comp =
+        dir.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
+    pos = slash == std::string::npos ? dir.size() : slash + 1;
+    if (comp.empty() || comp == ".") continue;
+    UniqueFd next(::openat(cur.get(), comp.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!next.valid()) {
+      const int err = errno;
+      if (err == ELOOP || err == ENOTDIR) {
+        struct stat lst;
+        if (::fstatat(cur.get(), comp.c_str(), &lst, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISLNK(lst.st_mode)) {
+          return Error(Code::kInvalidArgument,
+                       dir + ": component \"" + comp +
+                           "\" is a symlink; refused (pass the path without symlinks)");
+        }
+      }
+      return Error::FromErrno("open " + dir + " (at \"" + comp + "\")", err);
+    }
+    cur = std::move(next);
+  }
+  UniqueFd out(::openat(cur.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!out.valid()) return Error::FromErrno("open directory " + dir, errno);
+  // The check is on the directory we hold, not on a path: whatever happened to the path since,
+  // every later *at() call acts inside this kmsfs volume.
+  struct stat st;
+  if (::fstat(out.get(), &st) != 0) return Error::FromErrno("stat " + dir, errno);
+  const std::string dev = std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+  for (const auto& d : KmsfsDevices()) {
+    if (d == dev) return out;
+  }
+  return Error(Code::kInvalidArgument, dir + " is not on a mounted kmsfs volume");
+}
 
 Result<std::string> KmsfsMountOf(const std::string& path) {
   char* resolved = ::realpath(path.c_str(), nullptr);
@@ -113,8 +177,14 @@ Result<std::string> KmsfsMountOf(const std::string& path) {
 }
 
 Result<uint64_t> RemoveStaleTemps(const std::string& dir) {
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return Error::FromErrno("opendir " + dir, errno);
+  KMSFS_ASSIGN_OR_RETURN(UniqueFd dirfd, OpenKmsfsDirNoFollow(dir));
+  const int dup = ::fcntl(dirfd.get(), F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return Error::FromErrno("opendir " + dir, errno);
+  DIR* d = ::fdopendir(dup);
+  if (d == nullptr) {
+    ::close(dup);
+    return Error::FromErrno("opendir " + dir, errno);
+  }
   std::vector<std::string> stale;
   while (const struct dirent* e = ::readdir(d)) {
     if (std::strncmp(e->d_name, kReencryptTempPrefix, sizeof(kReencryptTempPrefix) - 1) == 0) {
@@ -124,13 +194,22 @@ Result<uint64_t> RemoveStaleTemps(const std::string& dir) {
   ::closedir(d);
   uint64_t removed = 0;
   for (const auto& name : stale) {
-    if (::unlink((dir + "/" + name).c_str()) == 0) ++removed;
+    if (::unlinkat(dirfd.get(), name.c_str(), 0) == 0) ++removed;
   }
   return removed;
 }
 
 Status ReencryptFile(const std::string& path, const std::function<void(uint64_t)>& on_bytes) {
-  UniqueFd src(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  // The directory first (no symlinks, on a kmsfs mount), then everything relative to it: as
+  // root on other users' files, a path swapped between two calls must not redirect us.
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  if (base.empty() || base == "." || base == "..") {
+    return Error(Code::kInvalidArgument, path + ": not a file name");
+  }
+  KMSFS_ASSIGN_OR_RETURN(UniqueFd dirfd, OpenKmsfsDirNoFollow(dir));
+  UniqueFd src(::openat(dirfd.get(), base.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!src.valid()) return Error::FromErrno("open " + path, errno);
   struct stat before;
   if (::fstat(src.get(), &before) != 0) return Error::FromErrno("stat " + path, errno);
@@ -141,11 +220,6 @@ Status ReencryptFile(const std::string& path, const std::function<void(uint64_t)
         path + ": has " + std::to_string(before.st_nlink) +
             " hard links; re-encrypting one name would split them (see docs/lifecycle.md)");
   }
-  const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
-  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-  UniqueFd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dirfd.valid()) return Error::FromErrno("open directory " + dir, errno);
 
   uint8_t rnd[8];
   crypto::RandomBytes(std::span<uint8_t>(rnd, sizeof(rnd)));
@@ -184,7 +258,9 @@ Status ReencryptFile(const std::string& path, const std::function<void(uint64_t)
     return Error::FromErrno("set times on copy", errno);
   }
   struct stat after;
-  if (::stat(path.c_str(), &after) != 0) return Error::FromErrno("stat " + path, errno);
+  if (::fstatat(dirfd.get(), base.c_str(), &after, AT_SYMLINK_NOFOLLOW) != 0) {
+    return Error::FromErrno("stat " + path, errno);
+  }
   if (!Same(before, after)) {
     return Error(Code::kUnavailable, path + ": changed while being re-encrypted; run again");
   }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/base/status.h"
+#include "common/base/unique_fd.h"
 
 namespace kmsfs::fs::lifecycle {
 
@@ -18,7 +19,16 @@ inline constexpr char kReencryptTempPrefix[] = ".kmsfs-reencrypt-";
 // (/proc/self/mountinfo type fuse.kmsfs). Returns the mount point.
 Result<std::string> KmsfsMountOf(const std::string& path);
 
-// Removes leftover temporary copies (kReencryptTempPrefix*) from `dir`: what a killed run left.
+// Opens directory `dir` for reading without following a symlink in any component (each is
+// opened relative to the previous one with O_NOFOLLOW; a symlink is refused with
+// kInvalidArgument) and checks that the directory it got lies on a mounted kmsfs volume (its
+// st_dev is a fuse.kmsfs mount's in /proc/self/mountinfo). Callers then act only through *at()
+// calls on this fd, so a path changed meanwhile (a directory swapped for a symlink) cannot
+// redirect them elsewhere.
+Result<UniqueFd> OpenKmsfsDirNoFollow(const std::string& dir);
+
+// Removes leftover temporary copies (kReencryptTempPrefix*) from `dir` (opened with
+// OpenKmsfsDirNoFollow, removed with unlinkat relative to it): what a killed run left.
 // Returns how many were removed. Never touches anything else.
 Result<uint64_t> RemoveStaleTemps(const std::string& dir);
 

@@ -315,6 +315,33 @@ TEST_CASE("reencrypt killed at random points 20 times never leaves a file unread
   CHECK(v.mount->Unmount());
 }
 
+// As root on other users' files, reencrypt must act on the directory it checked: a symlink in
+// the path (here an intermediate directory, outside the mount, pointing into it) is refused
+// before anything is touched, and so is a directory that is not on a kmsfs mount.
+TEST_CASE("reencrypt refuses a path through a symlinked directory", "[lifecycle][reencrypt]") {
+  MountedVolume v;
+  REQUIRE(::mkdir(v.P("real").c_str(), 0755) == 0);
+  WriteFile(v.P("real/f"), "content of f");
+  const auto ids_before = BackingFileIds(v.cipherdir);
+  const std::string alias = v.box.Path("alias");
+  REQUIRE(::symlink(v.P("real").c_str(), alias.c_str()) == 0);
+
+  RunResult r = Run({KmsfsBinary(), "reencrypt", alias + "/f"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Catch::Contains("is a symlink; refused"));
+  CHECK(BackingFileIds(v.cipherdir) == ids_before);  // not re-encrypted
+  CHECK(ReadFile(v.P("real/f")) == "content of f");
+
+  // The same file by its real path is re-encrypted.
+  RunResult ok = Run({KmsfsBinary(), "reencrypt", v.P("real/f")});
+  INFO(ok.out << ok.err);
+  CHECK(ok.exit_code == 0);
+  CHECK(BackingFileIds(v.cipherdir) != ids_before);
+  CHECK(ReadFile(v.P("real/f")) == "content of f");
+  CHECK(v.mount->Unmount());
+}
+
 // `kmsctl audit list` output: one JSON record per line.
 std::vector<nlohmann::json> AuditRecords(Sandbox& box, const std::string& operation) {
   RunResult r = box.Ctl({"audit", "list", "--operation", operation, "--limit", "1000"});
