@@ -6,15 +6,19 @@
 #   noaudit: kmsfs-keyd-noaudit-bench, the same keyd/main.cc linked with an audit library built
 #            with KMSFS_BENCH_DISCARD_AUDIT (bench/CMakeLists.txt): key-use records are dropped
 #            unwritten. Same disk. The "audit disabled" baseline; the shipped kmsfs-keyd has no
-#            way to turn the trail off, by design;
+#            way to turn the trail off, by design. No normal build makes it (EXCLUDE_FROM_ALL,
+#            behind the option KMSFS_BENCH_NOAUDIT_KEYD, default OFF): when it is missing this
+#            script turns the option on in BUILD_DIR and builds that one target. It starts only
+#            on a state dir holding the marker file KMSFS-BENCH-ONLY (made here, in a mktemp dir)
+#            and an explicit non-default --socket, and chains an "AuditDisabled" record first;
 #   tmpfs:   the shipped kmsfs-keyd, state under /dev/shm (fsync is free: records are written and
 #            hash-chained, durability costs nothing) — what issue 6 measures.
 # Also prints keyd's peak RSS (VmHWM) per run and the number of records each trail holds, so the
-# noaudit row can be seen to have written none.
-#   bench/keyd_audit.sh [BUILD_DIR]   (default: build; needs kmsfs-keyd, kmsctl, keyd_bench and
-#                                      kmsfs-keyd-noaudit-bench)
+# noaudit row can be seen to have written no records but its AuditDisabled one (1).
+#   bench/keyd_audit.sh [BUILD_DIR]   (default: build; needs kmsfs-keyd, kmsctl, keyd_bench;
+#                                      builds kmsfs-keyd-noaudit-bench if it is missing)
 #   KEYD_BENCH_SECONDS=S (default 5) per measurement; KEYD_BENCH_CLIENTS=N (default 8).
-#   Run as root (the default key policy is root's). Builds nothing.
+#   Run as root (the default key policy is root's).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
@@ -24,12 +28,21 @@ ctl=$build/keyd/ctl/kmsctl
 bench=$build/bench/keyd_bench
 seconds=${KEYD_BENCH_SECONDS:-5}
 clients=${KEYD_BENCH_CLIENTS:-8}
-for b in "$keyd" "$keyd_noaudit" "$ctl" "$bench"; do
+for b in "$keyd" "$ctl" "$bench"; do
   [[ -x $b ]] || {
-    echo "keyd_audit.sh: missing $b; build kmsfs-keyd kmsctl keyd_bench kmsfs-keyd-noaudit-bench" >&2
+    echo "keyd_audit.sh: missing $b; ninja -C $build kmsfs-keyd kmsctl keyd_bench" >&2
     exit 2
   }
 done
+if [[ ! -x $keyd_noaudit ]]; then
+  # Never part of a normal build (bench/CMakeLists.txt): defined only with the option, and even
+  # then built only when named.
+  echo "keyd_audit.sh: building the bench-only $keyd_noaudit:" >&2
+  echo "  cmake -S $root -B $build -DKMSFS_BENCH_NOAUDIT_KEYD=ON" \
+    "&& ninja -C $build kmsfs-keyd-noaudit-bench" >&2
+  cmake -S "$root" -B "$build" -DKMSFS_BENCH_NOAUDIT_KEYD=ON >/dev/null
+  ninja -C "$build" kmsfs-keyd-noaudit-bench >&2
+fi
 
 dirs=()
 pids=()
@@ -46,6 +59,11 @@ run_one() {
   dirs+=("$dir")
   head -c 32 /dev/urandom >"$dir/root.key"
   chmod 600 "$dir/root.key"
+  # The noaudit keyd starts only on a state dir marked as a throw-away bench state.
+  if [[ $binary == "$keyd_noaudit" ]]; then
+    mkdir -m 700 "$dir/state"
+    : >"$dir/state/KMSFS-BENCH-ONLY"
+  fi
   "$binary" --state-dir "$dir/state" --socket "$dir/keyd.sock" --root-key-file "$dir/root.key" \
     --log-level warn >"$dir/keyd.log" 2>&1 &
   pid=$!
