@@ -189,6 +189,27 @@ Result<std::unique_ptr<AuditTrail>> AuditTrail::Open(Env& env, Options options) 
 #endif
   const Journal journal = options.journal;
   std::unique_ptr<AuditTrail> trail(new AuditTrail(env, Dbs{records, meta}, std::move(options)));
+#ifdef KMSFS_BENCH_DISCARD_AUDIT
+  {
+    // The gap must be visible in the trail itself, not only in a log line: a chained record, by
+    // the real write path, before any request is served. Failing to write it fails Open (keyd
+    // does not start), as any audit failure would.
+    AuditRecord r;
+    r.operation = "AuditDisabled";
+    r.principal.uid = ::getuid();
+    r.principal.gid = ::getgid();
+    r.principal.pid = ::getpid();
+    r.principal.unit = "kmsfs-keyd-noaudit-bench";
+    r.outcome = "Success";
+    r.detail =
+        "benchmark build kmsfs-keyd-noaudit-bench (pid " + std::to_string(::getpid()) +
+        ") started: key-use records (Decrypt, GenerateDataKey, ...) of this process are "
+        "DISCARDED, not written; records after this one until the next keyd start are incomplete";
+    KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env.BeginWrite());
+    KMSFS_RETURN_IF_ERROR(trail->AppendInTxn(txn, std::move(r)));
+    KMSFS_RETURN_IF_ERROR(txn.Commit());
+  }
+#endif
   const bool journal_on = journal == Journal::kOn ||
                           (journal == Journal::kAuto && log::DetectSink() == log::Sink::kJournal);
   if (journal_on) {
