@@ -265,6 +265,26 @@ int OpenLockedState(const MaintenanceFlags& f, LockedState& out) {
   return kExitOk;
 }
 
+// After a re-seal, rewrites data.mdb compacted: LMDB leaves freed pages as they were, and those
+// still hold the material sealed under the old root key — the key one changes because it may have
+// leaked. The caller holds the state lock and has closed the store.
+int CompactAfterReseal(const std::string& state_dir) {
+  Status s = CompactStateDir(state_dir);
+  if (!s.ok()) {
+    Fail("the change is done, but compacting " + state_dir +
+         "/data.mdb failed: its free pages may still hold material sealed under the old root "
+         "key: " +
+         s.ToString());
+    return kExitRuntime;
+  }
+  std::fprintf(stderr,
+               "kmsfs-keyd: %s/data.mdb rewritten without free pages: it no longer holds "
+               "material sealed under the old root key. Older backups and copies of the state "
+               "still do: destroy them if the old root key may have leaked.\n",
+               state_dir.c_str());
+  return kExitOk;
+}
+
 // Re-seals the state under a new root key. Offline: keyd must be stopped (the state lock).
 int ChangeRootKeyCommand(const MaintenanceFlags& f) {
   auto next = LoadNewRootKey(f);
@@ -291,17 +311,22 @@ int ChangeRootKeyCommand(const MaintenanceFlags& f) {
                "Point keyd at the new key (unit credential / --root-key-file) before starting it. "
                "Backups taken before still need the OLD root key.\n",
                f.state_dir.c_str(), next->origin.c_str());
+  std::optional<RecoveryCode> code;
   if (f.new_recovery_code) {
-    RecoveryCode code = NewRecoveryCode();
-    s = store->SetRecoveryCode(code, AuditInTxn(*trail, "change-root-key", "CreateRecoveryCode",
-                                                "recovery escrow of the root key replaced"));
+    code.emplace(NewRecoveryCode());
+    s = store->SetRecoveryCode(*code, AuditInTxn(*trail, "change-root-key", "CreateRecoveryCode",
+                                                 "recovery escrow of the root key replaced"));
     if (!s.ok()) {
       Fail("root key changed, but making the new recovery code failed: " + s.ToString());
       return kExitRuntime;
     }
-    PrintRecoveryCode(code);
   }
-  return kExitOk;
+  st.trail.reset();  // before the store it borrows; the store's Env must close before compacting
+  st.store.reset();
+  const int compacted = CompactAfterReseal(f.state_dir);
+  // The escrow is committed whatever the compaction did: the code must be shown in any case.
+  if (code) PrintRecoveryCode(*code);
+  return compacted;
 }
 
 int RecoveryCodeCommand(const MaintenanceFlags& f) {
@@ -393,6 +418,9 @@ int RestoreCommand(const MaintenanceFlags& f) {
                ? kExitStateRefused
                : (c == Code::kInvalidArgument || c == Code::kAlreadyExists ? kExitUsage
                                                                            : kExitRuntime);
+  }
+  if (code) {  // re-sealed: the staged copy's free pages held the backup's old sealing
+    if (int rc = CompactAfterReseal(f.state_dir); rc != kExitOk) return rc;
   }
   std::fprintf(stderr, "kmsfs-keyd: state restored into %s %s. Start keyd%s.\n",
                f.state_dir.c_str(), how.c_str(),

@@ -28,7 +28,9 @@
 // for blobs sealed under the old root key, after ChangeRootKey) superseded sealed bytes — never
 // plaintext — may persist in data.mdb until their pages are reused. A compacted Backup never
 // holds freed pages: restoring from one and discarding the old data.mdb (and older backups) purges
-// them, and destroyed material is then gone even for a holder of the root key.
+// them, and destroyed material is then gone even for a holder of the root key. The offline
+// commands that re-seal (change-root-key, restore with a recovery code) rewrite data.mdb compacted
+// themselves (CompactStateDir, maintenance.h); a running keyd cannot.
 #pragma once
 
 #include <cstdint>

@@ -114,4 +114,26 @@ Status InstallBackup(const std::string& backup, const std::string& dir,
   return s;
 }
 
+Status CompactStateDir(const std::string& dir) {
+  const std::string tmp = dir + "/compact.tmp";
+  ::unlink(tmp.c_str());  // left over by an interrupted compaction; ours (we hold the lock)
+  Status s = [&]() -> Status {
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) return Error::FromErrno("create " + tmp, errno);
+    if (::fchmod(fd.get(), 0600) != 0) return Error::FromErrno("chmod " + tmp, errno);
+    {
+      KMSFS_ASSIGN_OR_RETURN(std::unique_ptr<Env> env, Env::Open(dir, Env::Options{}));
+      KMSFS_RETURN_IF_ERROR(env->CopyTo(fd.get()));  // fsyncs
+      // The Env closes here, before the file it maps is replaced.
+    }
+    if (::close(fd.Release()) != 0) return Error::FromErrno("close " + tmp, errno);
+    if (::rename(tmp.c_str(), (dir + "/data.mdb").c_str()) != 0) {
+      return Error::FromErrno("rename " + tmp + " over data.mdb", errno);
+    }
+    return FsyncPath(dir, O_RDONLY | O_DIRECTORY);
+  }();
+  if (!s.ok()) ::unlink(tmp.c_str());
+  return s;
+}
+
 }  // namespace kmsfs::keyd

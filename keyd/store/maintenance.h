@@ -41,4 +41,12 @@ using OpenStagedState =
 Status InstallBackup(const std::string& backup, const std::string& dir,
                      const OpenStagedState& open);
 
+// Rewrites DIR/data.mdb as a compacted copy of itself: LMDB does not wipe freed pages, so after a
+// re-seal (ChangeRootKey) or a destruction they may still hold material sealed under the old root
+// key. The copy (LMDB's compacting copy, which omits free pages) goes to DIR/compact.tmp, is
+// fsync'ed and renamed over data.mdb, and the directory is fsync'ed. The caller must hold
+// LockStateDir(dir) and have no Env open on `dir` (the rename must not pull the file from under
+// an open map). On failure data.mdb is unchanged (still valid, not compacted).
+Status CompactStateDir(const std::string& dir);
+
 }  // namespace kmsfs::keyd

@@ -9,10 +9,13 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
+#include "keyd/store/lmdb_env.h"
 #include "tests/integration/fs_harness.h"
 
 namespace kmsfs::it {
@@ -245,10 +248,35 @@ TEST_CASE("change-root-key re-seals the state offline; the old root key no longe
                   "--new-root-key-file", new_key})
             .exit_code == 3);
 
+  // The material as sealed under the old root key, read straight from LMDB (keyd is stopped).
+  std::vector<std::string> old_sealed;
+  {
+    auto env = keyd::Env::Open(box.state_dir());
+    REQUIRE(env.ok());
+    auto db = (*env)->OpenDb("material", /*create=*/false);
+    REQUIRE(db.ok());
+    auto txn = (*env)->BeginRead();
+    REQUIRE(txn.ok());
+    REQUIRE(txn->Scan(*db, "", "", [&](std::string_view, std::string_view v) {
+                  old_sealed.emplace_back(v);
+                  return true;
+                }).ok());
+  }
+  REQUIRE(old_sealed.size() == 2);
+
   RunResult done = KeydTool(change);
   INFO(done.err);
   REQUIRE(done.exit_code == 0);
   CHECK(done.err.find(new_hex) == std::string::npos);
+  // data.mdb was rewritten compacted: its free pages no longer hold the old sealing.
+  CHECK(done.err.find("Older backups and copies of the state still do") != std::string::npos);
+  {
+    std::ifstream in(box.state_dir() + "/data.mdb", std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    REQUIRE_FALSE(bytes.empty());
+    for (const std::string& old : old_sealed) CHECK(bytes.find(old) == std::string::npos);
+  }
+  CHECK_FALSE(std::filesystem::exists(box.state_dir() + "/compact.tmp"));
 
   // The old root key no longer opens the state: keyd refuses to start (exit 3).
   auto old_keyd = box.StartKeyd(NoWait({}));

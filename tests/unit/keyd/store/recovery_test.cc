@@ -3,7 +3,12 @@
 #include "keyd/store/recovery.h"
 
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "keyd/store/key_store.h"
 #include "keyd/store/maintenance.h"
@@ -158,6 +163,72 @@ TEST_CASE("store: recovery escrow, root key change, backup and InstallBackup",
         Code::kPermissionDenied);  // sealed under 2
   CHECK_FALSE(std::filesystem::exists(other + "/data.mdb"));
   CHECK_FALSE(std::filesystem::exists(other + "/restore.tmp"));
+}
+
+// Every value of the store's "material" database (the sealed key versions), copied out.
+std::vector<std::string> SealedMaterial(Env& env) {
+  std::vector<std::string> out;
+  auto db = env.OpenDb("material", /*create=*/false);
+  REQUIRE(db.ok());
+  auto txn = env.BeginRead();
+  REQUIRE(txn.ok());
+  REQUIRE(txn->Scan(*db, "", "", [&](std::string_view, std::string_view v) {
+                out.emplace_back(v);
+                return true;
+              }).ok());
+  return out;
+}
+
+std::string FileBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+TEST_CASE("CompactStateDir: after a root key change data.mdb holds no old sealed material",
+          "[store][recovery]") {
+  TempDir dir;
+  const std::string state = dir.Sub("state");
+  auto lock = LockStateDir(state);
+  REQUIRE(lock.ok());
+  std::vector<std::string> old_sealed;
+  std::string key_id;
+  {
+    auto store = KeyStore::Open(state, TestRootKey(1));
+    REQUIRE(store.ok());
+    for (int i = 0; i < 3; ++i) {
+      auto k = (*store)->CreateKey("d", {}, "");
+      REQUIRE(k.ok());
+      key_id = k->key_id;
+      REQUIRE((*store)->AddVersion(k->key_id, RotationType::kOnDemand).ok());
+    }
+    old_sealed = SealedMaterial((*store)->env());
+    REQUIRE(old_sealed.size() == 6);
+    REQUIRE((*store)->ChangeRootKey(TestRootKey(2), std::nullopt).ok());
+    for (const std::string& now : SealedMaterial((*store)->env())) {
+      for (const std::string& old : old_sealed) REQUIRE(now != old);  // re-sealed
+    }
+  }
+  auto count_old = [&] {
+    const std::string bytes = FileBytes(state + "/data.mdb");
+    REQUIRE(!bytes.empty());
+    size_t found = 0;
+    for (const std::string& old : old_sealed) found += bytes.find(old) != std::string::npos;
+    return found;
+  };
+  // What the review found: the freed pages still hold the old sealing.
+  const size_t before = count_old();
+  INFO("old sealed blobs in data.mdb before compaction: " << before);
+  REQUIRE(CompactStateDir(state).ok());
+  CHECK(count_old() == 0);
+  CHECK_FALSE(std::filesystem::exists(state + "/compact.tmp"));
+  CHECK((std::filesystem::status(state + "/data.mdb").permissions() &
+         std::filesystem::perms::others_all) == std::filesystem::perms::none);
+  // The compacted state opens under the new key and unseals.
+  CHECK(KeyStore::Open(state, TestRootKey(1)).error().code() == Code::kPermissionDenied);
+  auto store = KeyStore::Open(state, TestRootKey(2));
+  REQUIRE(store.ok());
+  CHECK((*store)->GetVersionMaterial(key_id, 1).ok());
+  CHECK((*store)->GetVersionMaterial(key_id, 2).ok());
 }
 
 TEST_CASE("store: version retirement with a destruction date", "[store][lifecycle]") {
