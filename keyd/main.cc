@@ -591,6 +591,22 @@ int Main(int argc, char** argv) {
   auto logger = log::Get("keyd");
   crypto::SetRequireMlock(f.require_mlock);
 
+  // The --test-* flags shrink keyd's waiting periods (a 7-day deletion window to seconds). A flag
+  // alone would let anyone who can edit the unit file do that unnoticed, so they also need
+  // KMSFS_TEST_MODE=1 in the environment (the integration harness sets it), and are logged.
+  for (const char* flag : {"--test-rotation-day-seconds", "--test-deletion-day-seconds"}) {
+    if (app.count(flag) == 0) continue;
+    const char* mode = std::getenv("KMSFS_TEST_MODE");
+    if (mode == nullptr || std::string_view(mode) != "1") {
+      Fail(std::string(flag) +
+           " is for tests only and needs KMSFS_TEST_MODE=1 in the environment; never use it in "
+           "production");
+      return kExitUsage;
+    }
+    logger->warn("TEST MODE: {} shortens keyd's lifecycle periods; never use it in production",
+                 flag);
+  }
+
   auto socket_path = ipc::ResolveSocketPath(f.socket);
   if (!socket_path.ok()) {
     Fail(socket_path.error().message());

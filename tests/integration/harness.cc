@@ -57,6 +57,8 @@ std::vector<std::string> BaseEnv(const std::vector<std::string>& extra) {
   for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS"}) {
     if (const char* v = std::getenv(name)) env.push_back(std::string(name) + "=" + v);
   }
+  // keyd accepts its --test-* flags (shortened lifecycle periods) only in test mode.
+  env.push_back("KMSFS_TEST_MODE=1");
   for (const auto& e : extra) env.push_back(e);
   return env;
 }

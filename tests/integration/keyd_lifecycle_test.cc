@@ -220,6 +220,19 @@ TEST_CASE(
   CHECK(m.Unmount());
 }
 
+TEST_CASE("keyd refuses its --test-* flags outside test mode", "[lifecycle]") {
+  Sandbox box;
+  for (const char* flag : {"--test-deletion-day-seconds", "--test-rotation-day-seconds"}) {
+    RunResult r = Run({"/usr/bin/env", "-u", "KMSFS_TEST_MODE", KeydBinary(), flag, "1",
+                       "--state-dir", box.state_dir(), "--root-key-file", box.root_key_file(),
+                       "--socket", box.socket_path()});
+    INFO(flag << ": " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("KMSFS_TEST_MODE=1") != std::string::npos);
+  }
+  CHECK_FALSE(std::filesystem::exists(box.state_dir() + "/data.mdb"));  // refused before any state
+}
+
 TEST_CASE("change-root-key re-seals the state offline; the old root key no longer opens it",
           "[lifecycle][root-key]") {
   Sandbox box;
