@@ -664,6 +664,13 @@ Result<KeyVersion> KeyStore::CancelVersionRetirement(
     return Precondition("key " + key.key_id + " version " + std::to_string(version) + " is " +
                         std::string(VersionStateName(v.state)) + ", not Retired");
   }
+  // The waiting period is the whole window for a cancel: once the destruction date has passed the
+  // version is due, and whether the scheduler already ran must not decide whether it survives.
+  if (v.destruction_date && *v.destruction_date <= Now()) {
+    return Precondition("key " + key.key_id + " version " + std::to_string(version) +
+                        " passed its destruction date; it is being destroyed and the retirement "
+                        "can no longer be cancelled");
+  }
   v.state = VersionState::kEnabled;
   v.destruction_date.reset();
   KMSFS_RETURN_IF_ERROR(PutVersion(txn, dbs_.versions, v));

@@ -114,6 +114,22 @@ TEST_CASE("RetireKeyVersion refuses use at once, audits refusals, destroys after
   }
 }
 
+TEST_CASE("CancelKeyVersionRetirement is refused once the destruction date has passed",
+          "[service][lifecycle]") {
+  Harness h;
+  ThreeVersions t = MakeThreeVersions(h);
+  h.Ok("RetireKeyVersion", {{"KeyId", t.id}, {"KeyVersion", 2}, {"PendingWindowInDays", 1}});
+  h.clock.now += kDay;  // due now; the scheduler has not run
+  h.Fails("CancelKeyVersionRetirement", {{"KeyId", t.id}, {"KeyVersion", 2}},
+          "KMSInvalidStateException");
+  CHECK(h.Ok("ListKeyVersions", {{"KeyId", t.id}})["Versions"][1]["KeyVersionState"] ==
+        "Retired");
+  h.Fails("Decrypt", {{"CiphertextBlob", t.blobs[1].first}, {"EncryptionContext", kCtx}},
+          "KeyUnavailableException");
+  CHECK(h.service->RunScheduledWork(h.clock.now).destroyed_versions ==
+        std::vector<std::string>{t.id + "/2"});
+}
+
 TEST_CASE("CancelKeyVersionRetirement restores a retired version", "[service][lifecycle]") {
   Harness h;
   ThreeVersions t = MakeThreeVersions(h);

@@ -250,6 +250,11 @@ TEST_CASE("store: version retirement with a destruction date", "[store][lifecycl
   CHECK((*store)->VersionsDueForDestruction(clock.now + 99)->empty());
   CHECK((*store)->DestroyVersion(k->key_id, 1).code() == Code::kFailedPrecondition);  // not yet
   clock.now += 100;
+  // Due, the scheduler has not run yet: too late to cancel all the same.
+  auto late = (*store)->CancelVersionRetirement(k->key_id, 1);
+  REQUIRE_FALSE(late.ok());
+  CHECK(late.error().code() == Code::kFailedPrecondition);
+  CHECK((*store)->GetVersionMaterial(k->key_id, 1).error().code() == Code::kKeyUnavailable);
   REQUIRE((*store)->VersionsDueForDestruction(clock.now)->size() == 1);
   REQUIRE((*store)->DestroyVersion(k->key_id, 1).ok());
   CHECK((*store)->VersionsDueForDestruction(clock.now)->empty());
