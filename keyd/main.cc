@@ -217,15 +217,22 @@ KeyStore::TxnHook AuditInTxn(AuditTrail& trail, const char* command, std::string
   };
 }
 
-void PrintRecoveryCode(const RecoveryCode& code) {
+// kExitOk, or kExitRuntime after saying so: the escrow is already committed, so a code that did not
+// reach stdout (full disk, closed pipe) is lost, and the operator must know to make another.
+int PrintRecoveryCode(const RecoveryCode& code) {
   crypto::SecretBytes text = FormatRecoveryCode(code);
   std::fprintf(stderr,
                "kmsfs-keyd: RECOVERY CODE — shown once. Write it down and keep it offline, apart "
                "from the backups. With a backup of keyd's state taken from now on, it restores "
                "the keys without the root key (kmsfs-keyd restore --recovery-code-fd).\n");
-  std::fwrite(text.data(), 1, text.size(), stdout);
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
+  const bool written = std::fwrite(text.data(), 1, text.size(), stdout) == text.size() &&
+                       std::fputc('\n', stdout) != EOF && std::fflush(stdout) == 0 &&
+                       !std::ferror(stdout);
+  if (!written) {
+    Fail("the recovery code could not be written; run recovery-code again");
+    return kExitRuntime;
+  }
+  return kExitOk;
 }
 
 // Takes the state lock; kExitOk, or the exit code after printing why.
@@ -325,7 +332,9 @@ int ChangeRootKeyCommand(const MaintenanceFlags& f) {
   st.store.reset();
   const int compacted = CompactAfterReseal(f.state_dir);
   // The escrow is committed whatever the compaction did: the code must be shown in any case.
-  if (code) PrintRecoveryCode(*code);
+  if (code) {
+    if (int rc = PrintRecoveryCode(*code); rc != kExitOk) return rc;
+  }
   return compacted;
 }
 
@@ -340,8 +349,7 @@ int RecoveryCodeCommand(const MaintenanceFlags& f) {
     Fail("making the recovery code failed: " + s.ToString());
     return kExitRuntime;
   }
-  PrintRecoveryCode(code);
-  return kExitOk;
+  return PrintRecoveryCode(code);
 }
 
 int RestoreCommand(const MaintenanceFlags& f) {

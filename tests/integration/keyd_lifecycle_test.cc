@@ -220,6 +220,22 @@ TEST_CASE(
   CHECK(m.Unmount());
 }
 
+TEST_CASE("recovery-code fails loudly when the code cannot be written", "[lifecycle][recovery]") {
+  Sandbox box;
+  CHECK(box.StartKeyd()->Stop() == 0);  // a state to work on
+  const std::string cmd = Sh(KeydBinary()) + " recovery-code --state-dir " + Sh(box.state_dir()) +
+                          " --root-key-file " + Sh(box.root_key_file());
+  RunResult full = Run({"/bin/sh", "-c", cmd + " > /dev/full"});
+  INFO(full.err);
+  CHECK(full.exit_code == 1);
+  CHECK(full.err.find("the recovery code could not be written; run recovery-code again") !=
+        std::string::npos);
+  RunResult ok = Run({"/bin/sh", "-c", cmd});
+  INFO(ok.err);
+  CHECK(ok.exit_code == 0);
+  CHECK(ok.out.size() == 66);  // 11 groups of 5 and a newline
+}
+
 TEST_CASE("keyd refuses its --test-* flags outside test mode", "[lifecycle]") {
   Sandbox box;
   for (const char* flag : {"--test-deletion-day-seconds", "--test-rotation-day-seconds"}) {
