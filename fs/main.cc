@@ -400,6 +400,10 @@ int RunRewrap(const RewrapRequest& req, const KeydConfig& keyd) {
 }
 
 int RunReencrypt(const std::vector<std::string>& paths) {
+  // ReencryptFile holds a read lease on each file it copies; a writer opening it breaks the
+  // lease, which the kernel signals with SIGIO (default action: terminate). The break is checked
+  // with F_GETLEASE instead.
+  ::signal(SIGIO, SIG_IGN);
   // Every path is checked before any file is touched: a typo fails the whole command early.
   std::vector<std::string> dirs;
   for (const auto& p : paths) {

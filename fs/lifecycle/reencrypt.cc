@@ -214,6 +214,21 @@ Status ReencryptFile(const std::string& path, const std::function<void(uint64_t)
   struct stat before;
   if (::fstat(src.get(), &before) != 0) return Error::FromErrno("stat " + path, errno);
   if (!S_ISREG(before.st_mode)) return Error(Code::kInvalidArgument, path + ": not a regular file");
+  // Open for writing elsewhere? The kernel grants a read lease only while nobody has the file
+  // open for writing (fcntl(2) F_SETLEASE; any fd on this machine, through this mount), so
+  // EAGAIN is an exact answer, not a guess. The lease is held until `src` is closed: a writer
+  // opening the file meanwhile breaks it (and waits for us, up to lease-break-time), which the
+  // checks before and after the rename see. EINVAL/ENOSYS: no leases here, not checked.
+  bool leased = true;
+  if (::fcntl(src.get(), F_SETLEASE, F_RDLCK) != 0) {
+    if (errno == EAGAIN) {
+      return Error(Code::kFailedPrecondition,
+                   path + ": open for writing by some process; close it first (its later "
+                          "writes would go to the replaced copy and be lost)");
+    }
+    leased = false;
+  }
+  auto lease_broken = [&] { return leased && ::fcntl(src.get(), F_GETLEASE) != F_RDLCK; };
   if (before.st_nlink > 1) {
     return Error(
         Code::kFailedPrecondition,
@@ -264,10 +279,21 @@ Status ReencryptFile(const std::string& path, const std::function<void(uint64_t)
   if (!Same(before, after)) {
     return Error(Code::kUnavailable, path + ": changed while being re-encrypted; run again");
   }
+  if (lease_broken()) {
+    return Error(Code::kUnavailable,
+                 path + ": opened for writing while being re-encrypted; run again");
+  }
   if (::renameat(dirfd.get(), tmp.c_str(), dirfd.get(), base.c_str()) != 0) {
     return Error::FromErrno("rename copy over " + path, errno);
   }
   keep = true;
+  // A writer that looked the name up just before the rename now holds the old inode (it waits
+  // on our lease): say so rather than report a clean success.
+  if (lease_broken()) {
+    return Error(Code::kFailedPrecondition,
+                 path + ": opened for writing during the rename; writes through that descriptor "
+                        "go to the replaced copy");
+  }
   // A rename may rewrite the file's header (its directory-entry binding), which moves the
   // backing mtime: set the times once more on the final name.
   if (::utimensat(dirfd.get(), base.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {

@@ -40,6 +40,10 @@ Result<uint64_t> RemoveStaleTemps(const std::string& dir);
 // kFailedPrecondition for a file with more than one hard link (renaming over one name would
 // split the link: the other names would keep the old DEK), kInvalidArgument for non-regular
 // files. `on_bytes` (may be empty) is called with each chunk's size.
+// kFailedPrecondition, too, while the file is open for writing by anyone (a read lease,
+// F_SETLEASE F_RDLCK, is refused then); the lease is held during the copy, so a writer opening
+// the file meanwhile aborts this file (kUnavailable, run again). A lease break signals SIGIO:
+// the caller must ignore SIGIO.
 Status ReencryptFile(const std::string& path, const std::function<void(uint64_t)>& on_bytes);
 
 }  // namespace kmsfs::fs::lifecycle

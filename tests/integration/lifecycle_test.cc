@@ -342,6 +342,31 @@ TEST_CASE("reencrypt refuses a path through a symlinked directory", "[lifecycle]
   CHECK(v.mount->Unmount());
 }
 
+// A file open for writing is refused (writes through that fd would go to the replaced copy):
+// the kernel refuses reencrypt's read lease then. Once closed, the same file is re-encrypted.
+TEST_CASE("reencrypt refuses a file open for writing", "[lifecycle][reencrypt]") {
+  MountedVolume v;
+  WriteFile(v.P("busy"), "busy content");
+  const auto ids_before = BackingFileIds(v.cipherdir);
+  const int fd = ::open(v.P("busy").c_str(), O_WRONLY);
+  REQUIRE(fd >= 0);
+  RunResult r = Run({KmsfsBinary(), "reencrypt", v.P("busy")});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Catch::Contains("open for writing"));
+  CHECK(BackingFileIds(v.cipherdir) == ids_before);
+  REQUIRE(::pwrite(fd, "BUSY", 4, 0) == 4);  // the writer's fd still reaches the file
+  ::close(fd);
+  CHECK(ReadFile(v.P("busy")) == "BUSY content");
+
+  RunResult ok = Run({KmsfsBinary(), "reencrypt", v.P("busy")});
+  INFO(ok.out << ok.err);
+  CHECK(ok.exit_code == 0);
+  CHECK(BackingFileIds(v.cipherdir) != ids_before);
+  CHECK(ReadFile(v.P("busy")) == "BUSY content");
+  CHECK(v.mount->Unmount());
+}
+
 // `kmsctl audit list` output: one JSON record per line.
 std::vector<nlohmann::json> AuditRecords(Sandbox& box, const std::string& operation) {
   RunResult r = box.Ctl({"audit", "list", "--operation", operation, "--limit", "1000"});
