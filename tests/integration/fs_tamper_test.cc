@@ -16,6 +16,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/integration/fs_harness.h"
@@ -502,6 +503,32 @@ TEST_CASE("links: hard links, renames and exchanges keep working across remounts
   struct stat st;
   REQUIRE(::stat(v.P("d2/sub/moved").c_str(), &st) == 0);
   CHECK(st.st_nlink == 1);
+  CHECK(v.mount->Unmount());
+}
+
+TEST_CASE("links: rename, link and unlink keep the file's mtime", "[fs][links]") {
+  MountedVolume v;
+  WriteFile(v.P("f"), Pattern(kPage + 10, 33));
+  // An mtime far from "now", so a link-slot write that moved it could not go unnoticed.
+  const struct timespec old_times[2] = {{1'000'000'000, 123}, {1'100'000'000, 456}};
+  REQUIRE(::utimensat(AT_FDCWD, v.P("f").c_str(), old_times, 0) == 0);
+  auto mtime_of = [&](const std::string& name) {
+    struct stat st;
+    REQUIRE(::stat(v.P(name).c_str(), &st) == 0);
+    return std::pair(st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+  };
+  const auto want = std::pair(old_times[1].tv_sec, old_times[1].tv_nsec);
+  REQUIRE(mtime_of("f") == want);
+  REQUIRE(::rename(v.P("f").c_str(), v.P("g").c_str()) == 0);  // add + remove of a tag
+  REQUIRE(::link(v.P("g").c_str(), v.P("h").c_str()) == 0);
+  REQUIRE(::link(v.P("g").c_str(), v.P("i").c_str()) == 0);
+  REQUIRE(::unlink(v.P("i").c_str()) == 0);  // one of several names: its tag goes
+  CHECK(mtime_of("g") == want);
+  // After a remount nothing is cached: this is the backing file's own mtime.
+  v.Remount();
+  CHECK(mtime_of("g") == want);
+  CHECK(mtime_of("h") == want);
+  CHECK(ReadFile(v.P("h")) == Pattern(kPage + 10, 33));
   CHECK(v.mount->Unmount());
 }
 
