@@ -1,5 +1,7 @@
 #include "fs/core/file_header_io.h"
 
+#include <algorithm>
+#include <cerrno>
 #include <string>
 
 #include "common/format/block_layout.h"
@@ -8,6 +10,7 @@
 #include "fs/core/open_file_table.h"
 #include "tests/catch.h"
 #include "tests/fakes/fake_data_key_source.h"
+#include "tests/fakes/faulty_backing_file.h"
 #include "tests/fakes/mem_backing_file.h"
 #include "tests/unit/fs/test_util.h"
 
@@ -290,6 +293,90 @@ TEST_CASE("link tags: a crash between the steps of a rename leaves the file read
     mem.RawWrite(slot, ByteSpan(removed).subspan(slot, 512));
     CHECK(OpenVia(&mem, fx, kOtherName) == Code::kOk);
     CHECK(OpenVia(&mem, fx, kLink) == Code::kOk);  // the documented stale tag
+  }
+}
+
+// True if the tag of `name` appears anywhere in the header page's link slots, in force or not.
+bool AnySlotHolds(const MemBackingFile& mem, VolumeFixture& fx, const LinkName& name) {
+  const Bytes page = mem.RawRead(0, format::FileHeader::kSize);
+  const auto header = format::ParseFileHeader(page);
+  REQUIRE(header.ok());
+  const format::LinkTag tag =
+      fx.volume->LinkTagFor(header->file_id, name.dir_id, name.backing_name).value();
+  const auto slots = page.begin() + format::FileHeader::kKeyRegionSize;
+  return std::search(slots, page.end(), tag.begin(), tag.end()) != page.end();
+}
+
+TEST_CASE("link tags: no superseded tag stays in either slot after rename or unlink",
+          "[fs][header][links]") {
+  VolumeFixture fx;
+  MemBackingFile mem;
+  REQUIRE(CreateFile(&mem, *fx.volume, &fx.keys, kAlice, &kLink).ok());
+  SECTION("rename kLink -> kOtherName") {
+    REQUIRE(UpdateLinks(&mem, *fx.volume, &kOtherName, nullptr, /*sync=*/true).ok());
+    REQUIRE(UpdateLinks(&mem, *fx.volume, nullptr, &kLink, /*sync=*/false).ok());
+    CHECK_FALSE(AnySlotHolds(mem, fx, kLink));
+    CHECK(AnySlotHolds(mem, fx, kOtherName));
+    CHECK(OpenVia(&mem, fx, kOtherName) == Code::kOk);
+    CHECK(OpenVia(&mem, fx, kLink) == Code::kCorrupt);
+    // The attack of the review: the superseded slot (with both tags) is gone, so there is
+    // nothing to bump the seq of. The slot not in force is all zero.
+    const auto header = format::ParseFileHeader(mem.RawRead(0, 4096)).value();
+    CHECK(std::all_of(header.other_slot.begin(), header.other_slot.end(),
+                      [](uint8_t b) { return b == 0; }));
+  }
+  SECTION("unlink of one of two names") {
+    REQUIRE(UpdateLinks(&mem, *fx.volume, &kOtherDir, nullptr, /*sync=*/true).ok());
+    REQUIRE(UpdateLinks(&mem, *fx.volume, nullptr, &kLink, /*sync=*/false).ok());
+    CHECK_FALSE(AnySlotHolds(mem, fx, kLink));
+    CHECK(OpenVia(&mem, fx, kOtherDir) == Code::kOk);
+  }
+  SECTION("every link change syncs the new slot before the old one is zeroed") {
+    mem.ResetCounters();
+    REQUIRE(UpdateLinks(&mem, *fx.volume, nullptr, nullptr, false).ok());
+    CHECK(mem.write_calls() == 0);
+    REQUIRE(UpdateLinks(&mem, *fx.volume, &kOtherName, nullptr, /*sync=*/false).ok());
+    CHECK(mem.write_calls() == 2);  // the new slot, then the zeros
+    CHECK(mem.sync_calls() == 1);   // between the two
+  }
+}
+
+TEST_CASE("link tags: a crash after any write of a rename leaves the name in use readable",
+          "[fs][header][links]") {
+  VolumeFixture fx;
+  MemBackingFile mem;
+  REQUIRE(CreateFile(&mem, *fx.volume, &fx.keys, kAlice, &kLink).ok());
+  // Each step writes twice: the new slot, and (after an fdatasync) the zeroing of the old one.
+  // A crash stops the writes after `ok` of them; the failing one stores half its bytes (a torn
+  // write) or none. Runs one step from `start` that way and returns its status.
+  auto crash_after = [&](const Bytes& start, uint64_t ok, bool torn, const LinkName* add,
+                         const LinkName* remove, bool sync) {
+    mem.Restore(start);
+    fakes::FaultyBackingFile faulty(&mem);
+    faulty.FailWritesAfter(ok, EIO, torn);
+    return UpdateLinks(&faulty, *fx.volume, add, remove, sync);
+  };
+  const Bytes before = mem.Snapshot();
+  for (const bool torn : {false, true}) {
+    for (uint64_t ok = 0; ok <= 2; ++ok) {
+      CAPTURE(torn, ok);
+      // Step 1: the new tag, synced, before the backing rename: the old name is in use.
+      CHECK(crash_after(before, ok, torn, &kOtherName, nullptr, true).ok() == (ok == 2));
+      CHECK(OpenVia(&mem, fx, kLink) == Code::kOk);
+      if (ok >= 1) CHECK(OpenVia(&mem, fx, kOtherName) == Code::kOk);  // the new slot landed
+    }
+  }
+  REQUIRE(UpdateLinks(&mem, *fx.volume, &kOtherName, nullptr, /*sync=*/true).ok());
+  const Bytes added = mem.Snapshot();
+  for (const bool torn : {false, true}) {
+    for (uint64_t ok = 0; ok <= 2; ++ok) {
+      CAPTURE(torn, ok);
+      // Step 3, after the backing rename (the new name is in use): the old tag goes.
+      CHECK(crash_after(added, ok, torn, nullptr, &kLink, false).ok() == (ok == 2));
+      CHECK(OpenVia(&mem, fx, kOtherName) == Code::kOk);
+      // The stale old tag survives only a crash before the zeroing completed.
+      if (ok == 2) CHECK_FALSE(AnySlotHolds(mem, fx, kLink));
+    }
   }
 }
 
