@@ -154,7 +154,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "scheduled deletion shreds a mounted volume's key; only a backup from before brings it "
+    "scheduled deletion shreds a mounted volume's key, and only a backup from before brings it "
     "back",
     "[lifecycle][deletion][fs]") {
   RequireFuse();
@@ -249,7 +249,7 @@ TEST_CASE("keyd refuses its --test-* flags outside test mode", "[lifecycle]") {
   CHECK_FALSE(std::filesystem::exists(box.state_dir() + "/data.mdb"));  // refused before any state
 }
 
-TEST_CASE("change-root-key re-seals the state offline; the old root key no longer opens it",
+TEST_CASE("change-root-key re-seals the state offline, and the old root key no longer opens it",
           "[lifecycle][root-key]") {
   Sandbox box;
   auto keyd = box.StartKeyd();
