@@ -17,6 +17,12 @@ case "$flavour" in
         args=(-DCMAKE_BUILD_TYPE=Debug -DKMSFS_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++) ;;
   *) echo "usage: $0 [release|asan|tsan|fuzz]" >&2; exit 2 ;;
 esac
+# ccache when the machine has it (CI machines start without one; nothing changes there):
+# CCACHE_BASEDIR makes paths relative, so another checkout of the same tree hits the cache.
+if command -v ccache >/dev/null && [[ -z ${KMSFS_NO_CCACHE:-} ]]; then
+  export CCACHE_BASEDIR=$root CCACHE_NOHASHDIR=1
+  args+=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
 cmake -S "$root" -B "$dir" -G Ninja -DKMSFS_WERROR="$werror" "${args[@]}" "$@" >/dev/null
 targets=()
 [[ $flavour == fuzz ]] && targets=(fuzzers)   # only the libFuzzer targets in the clang build
