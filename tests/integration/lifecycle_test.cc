@@ -9,6 +9,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
@@ -264,7 +265,17 @@ TEST_CASE("reencrypt killed at random points 20 times never leaves a file unread
       REQUIRE(got == data);  // never unreadable (EIO) and never a mix of old and new
     }
   };
-  std::uniform_int_distribution<int> delay_ms(0, 80);  // a quiet machine reencrypts these in ~150 ms
+  // The kill points are drawn from the duration of one complete run on this machine (a fixed
+  // range left too few rounds interrupted on a quiet machine; a faster one would be worse).
+  const auto started = Clock::now();
+  {
+    RunResult full = Run(argv, {}, milliseconds(120'000));
+    INFO(full.out << full.err);
+    REQUIRE(full.exit_code == 0);
+  }
+  const auto full_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - started).count();
+  check_all(-1);
+  std::uniform_int_distribution<long> delay_ms(0, std::max<long>(1, full_ms * 8 / 10));
   int interrupted = 0;
   for (int round = 0; round < 20; ++round) {
     Child c(argv, {}, v.box.Path("reencrypt" + std::to_string(round) + ".log"));

