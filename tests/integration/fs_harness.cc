@@ -15,6 +15,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -208,7 +209,20 @@ bool Mount::Unmount(milliseconds timeout) {
   if (unmounted_) return exit_code_ == 0 && !IsMounted(mountpoint_);
   unmounted_ = true;
   if (!child_) return false;
-  if (IsMounted(mountpoint_)) RunQuiet({"fusermount3", "-u", mountpoint_});
+  // A failed unmount is checked by the caller, who cannot see why: say it on stderr (CTest
+  // prints it with the failure) with the end of kmsfs's log (a sanitizer report lands there).
+  auto failed = [&](const std::string& why) {
+    const std::string log = Log();
+    const size_t from = log.size() > 6000 ? log.size() - 6000 : 0;
+    std::fprintf(stderr, "kmsfs unmount of %s failed: %s; end of its log %s:\n%s\n",
+                 mountpoint_.c_str(), why.c_str(), log_path_.c_str(), log.substr(from).c_str());
+    return false;
+  };
+  std::string fusermount;
+  if (IsMounted(mountpoint_)) {
+    const int rc = RunQuiet({"fusermount3", "-u", mountpoint_});  // never throws (destructor)
+    if (rc != 0) fusermount = "fusermount3 -u exited " + std::to_string(rc) + "; ";
+  }
   exit_code_ = child_->WaitExit(timeout);
   if (!exit_code_) {
     // Unmount refused (busy) or kmsfs wedged: stop it the hard way, then detach the mount.
@@ -219,13 +233,15 @@ bool Mount::Unmount(milliseconds timeout) {
       exit_code_ = child_->WaitExit(milliseconds(5'000));
     }
     if (IsMounted(mountpoint_)) RunQuiet({"fusermount3", "-uz", mountpoint_});
-    return false;
+    return failed(fusermount + "kmsfs did not exit within " + std::to_string(timeout.count()) +
+                  " ms");
   }
   if (IsMounted(mountpoint_)) {
     RunQuiet({"fusermount3", "-uz", mountpoint_});
-    return false;
+    return failed(fusermount + "still mounted after kmsfs exited");
   }
-  return *exit_code_ == 0;
+  if (*exit_code_ != 0) return failed(fusermount + "kmsfs exited " + std::to_string(*exit_code_));
+  return true;
 }
 
 std::string Mount::Log() const { return ReadText(log_path_); }
