@@ -58,16 +58,23 @@ Filesystem::FileHandle* Filesystem::NewHandle(fuse_req_t req, Inode* inode, int 
   grant->uid = ctx->uid;
   grant->gid = ctx->gid;
   grant->pid = ctx->pid;
-  auto* h = new FileHandle{inode, flags, grant};
+  auto h = std::make_unique<FileHandle>(FileHandle{inode, flags, grant});
   std::lock_guard lock(grants_mu_);
   grants_.emplace(grant.get(), std::move(grant));
-  return h;
+  handles_.insert(h.get());
+  return h.release();
+}
+
+Filesystem::~Filesystem() {
+  std::lock_guard lock(grants_mu_);
+  for (FileHandle* h : handles_) delete h;
 }
 
 void Filesystem::DropGrant(const FileHandle& h) {
   if (h.grant->refused.load() != Code::kOk) --h.inode->refused_handles;
   std::lock_guard lock(grants_mu_);
   grants_.erase(h.grant.get());
+  handles_.erase(const_cast<FileHandle*>(&h));
 }
 
 Result<FileContent*> Filesystem::ContentFor(const FileHandle& h) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "common/base/status.h"
@@ -58,6 +59,9 @@ class Filesystem {
   static Result<std::unique_ptr<Filesystem>> Create(UniqueFd root_fd, Volume* volume,
                                                     DataKeySource* keys,
                                                     const FilesystemOptions& options);
+  // Frees the handles the kernel never released: after an unmount, RELEASE requests still in
+  // flight are not delivered, so a file closed just before it leaves its handle behind.
+  ~Filesystem();
   Filesystem(const Filesystem&) = delete;
   Filesystem& operator=(const Filesystem&) = delete;
 
@@ -210,6 +214,7 @@ class Filesystem {
   std::once_flag first_open_;
   std::mutex grants_mu_;
   std::unordered_map<const Grant*, std::shared_ptr<Grant>> grants_;  // guarded by grants_mu_
+  std::unordered_set<FileHandle*> handles_;  // every handle not yet released; grants_mu_
 };
 
 }  // namespace kmsfs::fs
