@@ -415,6 +415,8 @@ int RestoreCommand(const MaintenanceFlags& f) {
           r.detail = detail;
           KMSFS_RETURN_IF_ERROR(trail->Append(std::move(r)));
         }
+        // Into data.mdb before it moves: staging's audit.wal is deleted with the staging dir.
+        KMSFS_RETURN_IF_ERROR(trail->Flush());
         trail.reset();  // before the store it borrows
         return store;
       });

@@ -35,6 +35,10 @@ class AuditSink {
  public:
   virtual ~AuditSink() = default;
   virtual Status Append(AuditRecord record) = 0;
+  // Makes every record acknowledged so far part of the store's state of record (AuditTrail drains
+  // its write-ahead file into LMDB), so that a state backup taken next holds them. Sinks that
+  // write straight into the store have nothing to do.
+  virtual Status Flush() { return Status::Ok(); }
 };
 
 }  // namespace kmsfs::keyd

@@ -8,8 +8,10 @@
 #include <cerrno>
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <utility>
 
+#include "common/base/check.h"
 #include "common/base/scope_exit.h"
 #include "common/base/unique_fd.h"
 #include "common/log/log.h"
@@ -145,7 +147,17 @@ struct AuditTrail::Writer {
 AuditTrail::AuditTrail(Env& env, Dbs dbs, Options options)
     : env_(env), dbs_(dbs), options_(std::move(options)) {}
 
-AuditTrail::~AuditTrail() { journal_.reset(); }  // its thread reads through us: stop it first
+AuditTrail::~AuditTrail() {
+  journal_.reset();  // its thread reads through us: stop it first
+  if (!wal_.valid()) return;
+  Status s = Flush();
+  if (!s.ok()) {
+    Log()->error(
+        "audit records could not be moved from {} into the trail at shutdown: {}; they stay "
+        "durable there and are ingested at the next start",
+        wal_.path(), s.ToString());
+  }
+}
 
 Result<std::unique_ptr<AuditTrail>> AuditTrail::Open(Env& env, Options options) {
   if (!options.clock_us) options.clock_us = SystemClockUs;
@@ -189,6 +201,7 @@ Result<std::unique_ptr<AuditTrail>> AuditTrail::Open(Env& env, Options options) 
 #endif
   const Journal journal = options.journal;
   std::unique_ptr<AuditTrail> trail(new AuditTrail(env, Dbs{records, meta}, std::move(options)));
+  KMSFS_RETURN_IF_ERROR(trail->OpenWal());
 #ifdef KMSFS_BENCH_DISCARD_AUDIT
   {
     // The gap must be visible in the trail itself, not only in a log line: a chained record, by
@@ -250,32 +263,209 @@ void AuditTrail::RememberHead(std::string text, const Checkpoint& head) {
   head_memo_ = head;
 }
 
-Status AuditTrail::WriteRecords(WriteTxn& txn, const std::vector<const std::string*>& bodies) {
-  KMSFS_ASSIGN_OR_RETURN(Checkpoint head, ReadHeadForWrite(txn));
-  const uint64_t before = head.sequence;
+std::vector<AuditTrail::Pending> AuditTrail::Compose(
+    const Checkpoint& base, const std::vector<const std::string*>& bodies) const {
+  std::vector<Pending> out;
+  out.reserve(bodies.size());
+  uint64_t seq = base.sequence;
+  crypto::Sha256Digest prev = base.hash;
   for (const std::string* body : bodies) {
-    const uint64_t seq = head.sequence + 1;
-    const int64_t now = options_.clock_us();
-    crypto::Sha256Digest hash;
-    const std::string text = ComposeRecord(seq, now, *body, head.hash, &hash);
-    Status s = txn.Put(dbs_.records, SequenceKey(seq), text, PutMode::kNoOverwrite);
+    Pending p;
+    p.sequence = ++seq;
+    p.time_us = options_.clock_us();
+    p.prev_hash = prev;
+    p.text = ComposeRecord(p.sequence, p.time_us, *body, prev, &p.hash);
+    prev = p.hash;
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+Status AuditTrail::PutComposed(WriteTxn& txn, const std::vector<const Pending*>& records) {
+  if (records.empty()) return Status::Ok();
+  const uint64_t every = options_.checkpoint_every;
+  for (const Pending* r : records) {
+    Status s = txn.Put(dbs_.records, SequenceKey(r->sequence), r->text, PutMode::kNoOverwrite);
     if (!s.ok()) {
       if (s.code() != Code::kAlreadyExists) return s;
       // Refusing beats overwriting evidence: someone rolled the head back.
-      return Error(Code::kCorrupt, "audit record " + std::to_string(seq) +
+      return Error(Code::kCorrupt, "audit record " + std::to_string(r->sequence) +
                                        " already exists although the head says " +
-                                       std::to_string(seq - 1) +
+                                       std::to_string(r->sequence - 1) +
                                        ": the trail was tampered with (kmsctl audit verify)");
     }
-    head = Checkpoint{seq, hash, now};
+    // At each multiple exactly, so where checkpoints fall does not depend on how records were
+    // grouped into commits and ingests.
+    if (every > 0 && r->sequence % every == 0) {
+      KMSFS_RETURN_IF_ERROR(txn.Put(dbs_.meta, CheckpointKey(r->sequence),
+                                    EncodeCheckpoint({r->sequence, r->hash, r->time_us})));
+    }
   }
+  const Pending& last = *records.back();
+  const Checkpoint head{last.sequence, last.hash, last.time_us};
   std::string head_text = EncodeCheckpoint(head);
   KMSFS_RETURN_IF_ERROR(txn.Put(dbs_.meta, kHeadKey, head_text));
   RememberHead(std::move(head_text), head);
-  const uint64_t every = options_.checkpoint_every;
-  if (every > 0 && before / every != head.sequence / every) {
-    KMSFS_RETURN_IF_ERROR(txn.Put(dbs_.meta, CheckpointKey(head.sequence), EncodeCheckpoint(head)));
+  return Status::Ok();
+}
+
+Status AuditTrail::WriteRecords(WriteTxn& txn, const std::vector<const std::string*>& bodies) {
+  KMSFS_ASSIGN_OR_RETURN(Checkpoint head, ReadHeadForWrite(txn));
+  const std::vector<Pending> records = Compose(head, bodies);
+  std::vector<const Pending*> ptrs;
+  for (const Pending& r : records) ptrs.push_back(&r);
+  return PutComposed(txn, ptrs);
+}
+
+// ---- the write-ahead file -----------------------------------------------------------------------
+
+Status AuditTrail::OpenWal() {
+  if (options_.wal_bytes == 0) return Status::Ok();
+  bool created = false;
+  auto file = WalFile::Open(env_.dir(), &created);
+  if (!file.ok()) {
+    if (file.error().code() != Code::kIo) return file.error();  // unsafe file: refuse to start
+    Log()->warn(
+        "audit write-ahead file unavailable ({}); every group commit is an LMDB transaction "
+        "(slower, equally durable) until keyd restarts",
+        file.error().ToString());
+    return Status::Ok();
   }
+  // Replay: records durable in the WAL that did not reach LMDB before keyd stopped.
+  KMSFS_ASSIGN_OR_RETURN(std::string bytes, file->ReadAll());
+  std::vector<WalFrame> frames = ParseWalFrames(bytes);
+  std::string().swap(bytes);
+  KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_.BeginWrite());
+  KMSFS_ASSIGN_OR_RETURN(Checkpoint head, ReadHeadIn(txn, dbs_.meta));
+  std::vector<Pending> kept;
+  for (WalFrame& f : frames) {
+    if (f.sequence <= head.sequence) continue;  // ingested before
+    const Checkpoint base =
+        kept.empty() ? head : Checkpoint{kept.back().sequence, kept.back().hash, 0};
+    auto t = DecodeTrailRecord(f.text);
+    const auto canonical = CanonicalBytes(f.text);
+    if (!t.ok() || !canonical || t->record.sequence != f.sequence) {
+      return Error(Code::kCorrupt,
+                   file->path() + ": the frame of record " + std::to_string(f.sequence) +
+                       " is intact but holds no valid record (altered). Keep a copy of the file "
+                       "for review and move it out of " +
+                       env_.dir() + " to start keyd");
+    }
+    if (f.sequence != base.sequence + 1 || t->prev_hash != base.hash) {
+      if (!kept.empty()) break;  // a stale frame after the last written one: the log ends here
+      return Error(Code::kCorrupt,
+                   file->path() + " holds valid audit records from " + std::to_string(f.sequence) +
+                       " that do not continue the trail in data.mdb (which ends at record " +
+                       std::to_string(head.sequence) +
+                       "): the file belongs to another history (an older data.mdb put back, or "
+                       "a WAL copied in). Keep a copy of it for review (its records are not in "
+                       "the trail), then move it out of " +
+                       env_.dir() + " to start keyd");
+    }
+    Pending p;
+    p.sequence = f.sequence;
+    p.time_us = t->record.time_us;
+    p.prev_hash = base.hash;
+    p.hash = ChainHash(base.hash, *canonical);  // recomputed: the frame is not trusted
+    if (p.hash != t->hash) {
+      return Error(Code::kCorrupt, file->path() + ": record " + std::to_string(f.sequence) +
+                                       " does not hash to its Hash (altered). Keep a copy of the "
+                                       "file for review and move it out of " +
+                                       env_.dir() + " to start keyd");
+    }
+    p.text = std::move(f.text);
+    kept.push_back(std::move(p));
+  }
+  if (!kept.empty()) {
+    std::vector<const Pending*> ptrs;
+    for (const Pending& p : kept) ptrs.push_back(&p);
+    KMSFS_RETURN_IF_ERROR(PutComposed(txn, ptrs));
+    KMSFS_RETURN_IF_ERROR(txn.Commit());
+    head = Checkpoint{kept.back().sequence, kept.back().hash, kept.back().time_us};
+    Log()->info("audit trail: {} record(s) ({}..{}) replayed from {}", kept.size(),
+                kept.front().sequence, kept.back().sequence, file->path());
+  }
+  // Everything in the file is in LMDB now: it is "empty" (the next frames go to offset 0).
+  Status s = file->Preallocate(options_.wal_bytes, created);
+  if (!s.ok()) {
+    Log()->warn(
+        "audit write-ahead file {} could not be preallocated ({}); every group commit is an "
+        "LMDB transaction (slower, equally durable) until keyd restarts",
+        file->path(), s.ToString());
+    ::unlink(file->path().c_str());  // holds nothing that is not in LMDB
+    return Status::Ok();
+  }
+  std::lock_guard lock(wal_mu_);
+  wal_head_ = head;
+  wal_offset_ = 0;
+  wal_ = std::move(*file);
+  return Status::Ok();
+}
+
+Status AuditTrail::Reconcile(const Checkpoint& lmdb) {
+  std::lock_guard lock(wal_mu_);
+  if (lmdb.sequence > wal_head_.sequence) {
+    // An AppendInTxn transaction committed: it held every pending record and its own.
+    wal_head_ = lmdb;
+    pending_.clear();
+    ingest_failed_ = false;
+    return Status::Ok();
+  }
+  while (!pending_.empty() && pending_.front().sequence <= lmdb.sequence) pending_.pop_front();
+  const bool consistent = pending_.empty()
+                              ? lmdb.sequence == wal_head_.sequence && lmdb.hash == wal_head_.hash
+                              : pending_.front().sequence == lmdb.sequence + 1 &&
+                                    pending_.front().prev_hash == lmdb.hash;
+  if (consistent) return Status::Ok();
+  return Error(Code::kCorrupt, "the audit head in audit_meta (record " +
+                                   std::to_string(lmdb.sequence) +
+                                   ") does not match the records this keyd made durable (up to " +
+                                   std::to_string(wal_head_.sequence) +
+                                   "): it was rolled back or altered; nothing is written "
+                                   "(kmsctl audit verify)");
+}
+
+Status AuditTrail::IngestAndCommit(WriteTxn txn) {
+  std::vector<const Pending*> ptrs;
+  for (const Pending& p : pending_) ptrs.push_back(&p);
+  Status s = PutComposed(txn, ptrs);
+  if (s.ok()) s = txn.Commit();  // fsync; on failure LMDB dropped the whole ingest
+  if (!s.ok()) {
+    ingest_failed_ = true;
+    failed_ingests_.fetch_add(1, std::memory_order_relaxed);
+    return s;
+  }
+  {
+    std::lock_guard lock(wal_mu_);
+    pending_.clear();
+    wal_offset_ = 0;
+    ingest_failed_ = false;
+  }
+  ingests_.fetch_add(1, std::memory_order_relaxed);
+  NoteIngested(ptrs.size());
+  return Status::Ok();
+}
+
+void AuditTrail::NoteIngested(size_t records) {
+  const uint64_t before = ingested_.fetch_add(records, std::memory_order_relaxed);
+  const uint64_t every = options_.release_map_every;
+  if (every > 0 && before / every != (before + records) / every) env_.ReleaseMappedPages();
+}
+
+Status AuditTrail::CommitDirect(WriteTxn txn, std::vector<Pending> records) {
+  std::vector<const Pending*> ptrs;
+  for (const Pending& p : pending_) ptrs.push_back(&p);
+  for (const Pending& p : records) ptrs.push_back(&p);
+  KMSFS_RETURN_IF_ERROR(PutComposed(txn, ptrs));
+  KMSFS_RETURN_IF_ERROR(txn.Commit());
+  {
+    std::lock_guard lock(wal_mu_);
+    wal_head_ = Checkpoint{records.back().sequence, records.back().hash, records.back().time_us};
+    pending_.clear();
+    wal_offset_ = 0;
+    ingest_failed_ = false;
+  }
+  NoteIngested(ptrs.size());
   return Status::Ok();
 }
 
@@ -284,14 +474,94 @@ Status AuditTrail::CommitBatch(const std::vector<Writer*>& batch) {
     std::vector<const std::string*> bodies;
     bodies.reserve(batch.size());
     for (const Writer* w : batch) bodies.push_back(&w->body);
-    KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_.BeginWrite());
-    KMSFS_RETURN_IF_ERROR(WriteRecords(txn, bodies));
-    return txn.Commit();  // fsync; on failure LMDB has already dropped the whole batch
+    std::optional<WriteTxn> txn;
+    {
+      // Held for the whole step, also when only the WAL is written: LMDB's writer lock is the
+      // chain lock (AppendInTxn and ingests wait for it). Aborted unless it ingests.
+      KMSFS_ASSIGN_OR_RETURN(WriteTxn t, env_.BeginWrite());
+      txn.emplace(std::move(t));
+    }
+    if (!wal_.valid()) {
+      KMSFS_RETURN_IF_ERROR(WriteRecords(*txn, bodies));
+      KMSFS_RETURN_IF_ERROR(txn->Commit());  // fsync; on failure LMDB dropped the whole batch
+      NoteIngested(bodies.size());
+      return Status::Ok();
+    }
+    KMSFS_ASSIGN_OR_RETURN(Checkpoint lmdb, ReadHeadForWrite(*txn));
+    KMSFS_RETURN_IF_ERROR(Reconcile(lmdb));
+    if (pending_.empty()) {
+      // Everything the file holds is in LMDB: start over at its beginning.
+      std::lock_guard lock(wal_mu_);
+      wal_offset_ = 0;
+      ingest_failed_ = false;
+    }
+    std::vector<Pending> records = Compose(wal_head_, bodies);
+    std::string frames;
+    for (const Pending& r : records) AppendWalFrame(r.sequence, r.text, &frames);
+    if (frames.size() > wal_.size()) return CommitDirect(std::move(*txn), std::move(records));
+    if (ingest_failed_ || pending_.size() >= std::max<size_t>(options_.ingest_every, 1) ||
+        wal_offset_ + frames.size() > wal_.size()) {
+      // A failed ingest refuses the batch WITHOUT writing it to the WAL: the trail stops
+      // accepting records it cannot move into LMDB (fail closed) until an ingest succeeds.
+      KMSFS_RETURN_IF_ERROR(IngestAndCommit(std::move(*txn)));
+      txn.reset();
+      // The commit let go of the writer lock: an administrative transaction may have committed
+      // since (it would have taken the sequence numbers composed above). Reconcile again and
+      // compose afresh; nothing is pending now, so the batch goes to the start of the file.
+      KMSFS_ASSIGN_OR_RETURN(WriteTxn t, env_.BeginWrite());
+      txn.emplace(std::move(t));
+      KMSFS_ASSIGN_OR_RETURN(Checkpoint again, ReadHeadForWrite(*txn));
+      KMSFS_RETURN_IF_ERROR(Reconcile(again));
+      KMSFS_CHECK(pending_.empty());  // only a leader adds to it, and we are the leader
+      {
+        std::lock_guard lock(wal_mu_);
+        wal_offset_ = 0;
+      }
+      records = Compose(wal_head_, bodies);
+      frames.clear();
+      for (const Pending& r : records) AppendWalFrame(r.sequence, r.text, &frames);
+      if (frames.size() > wal_.size()) return CommitDirect(std::move(*txn), std::move(records));
+    }
+    Status s = wal_.Write(wal_offset_, frames);
+    if (!s.ok()) {
+      // Not acknowledged: wal_head_ stays, and the next write overwrites these bytes. Erase them
+      // now too, so that frames that did reach the disk cannot be replayed after a crash once an
+      // administrative record has taken their sequence numbers.
+      Status erased = wal_.Write(wal_offset_, std::string(frames.size(), '\0'));
+      if (!erased.ok()) {
+        Log()->error("audit WAL: erasing a failed write also failed: {}", erased.ToString());
+      }
+      return s;
+    }
+    std::lock_guard lock(wal_mu_);
+    wal_head_ = Checkpoint{records.back().sequence, records.back().hash, records.back().time_us};
+    wal_offset_ += frames.size();
+    for (Pending& r : records) pending_.push_back(std::move(r));
+    return Status::Ok();
+    // `txn` aborts here: it only held the writer lock.
   } catch (const std::exception& e) {
-    // The WriteTxn (if any) aborted on unwinding; nothing of the batch is on disk.
+    // The WriteTxn (if any) aborted on unwinding; nothing of the batch is acknowledged.
     return Error(Code::kInternal, std::string("audit group commit: ") + e.what());
   }
 }
+
+Status AuditTrail::Flush() {
+  if (!wal_.valid()) return Status::Ok();
+  try {
+    KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_.BeginWrite());
+    KMSFS_ASSIGN_OR_RETURN(Checkpoint lmdb, ReadHeadForWrite(txn));
+    KMSFS_RETURN_IF_ERROR(Reconcile(lmdb));
+    if (pending_.empty()) return Status::Ok();
+    return IngestAndCommit(std::move(txn));
+  } catch (const std::exception& e) {
+    return Error(Code::kInternal, std::string("audit ingest: ") + e.what());
+  }
+}
+
+// VerifyChain and ListCheckpoints are const (AuditReader) but must see the whole trail in LMDB.
+// Ingesting moves records between the WAL and LMDB without changing the trail; a trail is never
+// a const object (Open hands out a non-const one), so casting const away here is defined.
+Status AuditTrail::FlushForRead() const { return const_cast<AuditTrail*>(this)->Flush(); }
 
 Status AuditTrail::Append(AuditRecord record) {
 #ifdef KMSFS_BENCH_DISCARD_AUDIT
@@ -363,9 +633,39 @@ Status AuditTrail::AppendInTxn(WriteTxn& txn, AuditRecord record) {
   } catch (const std::exception& e) {
     return Error(Code::kInternal, std::string("cannot encode audit record: ") + e.what());
   }
-  // No queue, no in-memory state: `txn` holds the writer lock, so no group commit runs until it
-  // ends, and the head we advance is inside `txn` — it commits or aborts with the change.
-  KMSFS_RETURN_IF_ERROR(WriteRecords(txn, {&body}));
+  // No queue: `txn` holds the writer lock, so no group commit or ingest runs until it ends.
+  if (!wal_.valid()) {
+    KMSFS_RETURN_IF_ERROR(WriteRecords(txn, {&body}));
+  } else {
+    KMSFS_ASSIGN_OR_RETURN(Checkpoint lmdb, ReadHeadForWrite(txn));
+    std::lock_guard lock(wal_mu_);
+    // What `txn` sees may include its own earlier AppendInTxn records (not committed), so nothing
+    // in memory changes here: the pending records are copied into `txn` and stay pending until
+    // the next leader sees them committed (or not).
+    std::vector<const Pending*> records;
+    Checkpoint base = lmdb;
+    if (lmdb.sequence <= wal_head_.sequence) {
+      for (const Pending& p : pending_) {
+        if (p.sequence > lmdb.sequence) records.push_back(&p);
+      }
+      const bool consistent =
+          records.empty() ? lmdb.sequence == wal_head_.sequence && lmdb.hash == wal_head_.hash
+                          : records.front()->sequence == lmdb.sequence + 1 &&
+                                records.front()->prev_hash == lmdb.hash;
+      if (!consistent) {
+        return Error(Code::kCorrupt, "the audit head in audit_meta (record " +
+                                         std::to_string(lmdb.sequence) +
+                                         ") does not match the records this keyd made durable "
+                                         "(up to " +
+                                         std::to_string(wal_head_.sequence) +
+                                         "): it was rolled back or altered (kmsctl audit verify)");
+      }
+      base = wal_head_;
+    }
+    const std::vector<Pending> mine = Compose(base, {&body});
+    records.push_back(&mine.front());
+    KMSFS_RETURN_IF_ERROR(PutComposed(txn, records));
+  }
   in_txn_.fetch_add(1, std::memory_order_relaxed);
   if (journal_) journal_->Notify();  // too early to see it, but it will poll again
   return Status::Ok();
@@ -374,9 +674,7 @@ Status AuditTrail::AppendInTxn(WriteTxn& txn, AuditRecord record) {
 void AuditTrail::NoteCommitResult(const Status& s, size_t records) {
   if (s.ok()) {
     commits_.fetch_add(1, std::memory_order_relaxed);
-    const uint64_t before = appended_.fetch_add(records, std::memory_order_relaxed);
-    const uint64_t every = options_.release_map_every;
-    if (every > 0 && before / every != (before + records) / every) env_.ReleaseMappedPages();
+    appended_.fetch_add(records, std::memory_order_relaxed);
     uint64_t prev = max_batch_.load(std::memory_order_relaxed);
     while (prev < records && !max_batch_.compare_exchange_weak(prev, records)) {
     }
@@ -419,6 +717,8 @@ AuditTrail::Stats AuditTrail::GetStats() const {
   s.in_txn = in_txn_.load();
   s.max_batch = max_batch_.load();
   s.loud_logs = loud_logs_.load();
+  s.ingests = ingests_.load();
+  s.failed_ingests = failed_ingests_.load();
   return s;
 }
 
@@ -427,6 +727,17 @@ AuditTrail::Stats AuditTrail::GetStats() const {
 Result<AuditPage> AuditTrail::List(const AuditFilter& filter) const {
   if (filter.limit == 0 || filter.limit > kMaxLimit) {
     return Error(Code::kInvalidArgument, "limit must be 1 to " + std::to_string(kMaxLimit));
+  }
+  // The WAL's pending records FIRST, then the LMDB snapshot: a record acknowledged before this
+  // call is in one or the other (an ingest commits before it clears pending_), and one ingested
+  // in between is in both — taken once, from LMDB. No ingest here: `kmsctl audit tail` and the
+  // journal copy poll after every commit, and an ingest per poll would bring the syncs back.
+  std::vector<std::pair<uint64_t, std::string>> wal;
+  {
+    std::lock_guard lock(wal_mu_);
+    for (const Pending& p : pending_) {
+      if (p.sequence > filter.after_sequence) wal.emplace_back(p.sequence, p.text);
+    }
   }
   KMSFS_ASSIGN_OR_RETURN(ReadTxn txn, env_.BeginRead());
   AuditPage page;
@@ -457,6 +768,21 @@ Result<AuditPage> AuditTrail::List(const AuditFilter& filter) const {
         return true;
       }));
   KMSFS_RETURN_IF_ERROR(err);
+  if (page.more) return page;
+  for (const auto& [seq, text] : wal) {
+    if (seq <= page.next_after) continue;  // ingested meanwhile: already taken from LMDB
+    if (page.records.size() == filter.limit || scanned == kScanBudget) {
+      page.more = true;
+      break;
+    }
+    auto t = DecodeTrailRecord(text);
+    if (!t.ok()) {
+      return Error(Code::kCorrupt, "record " + std::to_string(seq) + ": " + t.error().message());
+    }
+    ++scanned;
+    page.next_after = seq;
+    if (Matches(t->record, filter)) page.records.push_back(std::move(*t));
+  }
   return page;
 }
 
@@ -468,13 +794,22 @@ Result<AuditPage> AuditTrail::Tail(uint64_t after_sequence, size_t limit) const 
 }
 
 Result<Checkpoint> AuditTrail::Head() const {
+  // No ingest needed: the later of the WAL's head (read first) and LMDB's. LMDB is ahead only
+  // after an administrative transaction, which holds everything pending.
+  std::optional<Checkpoint> wal_head;
+  if (wal_.valid()) {
+    std::lock_guard lock(wal_mu_);
+    wal_head = wal_head_;
+  }
   KMSFS_ASSIGN_OR_RETURN(ReadTxn txn, env_.BeginRead());
   KMSFS_ASSIGN_OR_RETURN(Checkpoint head, ReadHeadIn(txn, dbs_.meta));
+  if (wal_head && wal_head->sequence > head.sequence) head = *wal_head;
   head.time_us = options_.clock_us();
   return head;
 }
 
 Result<VerifyReport> AuditTrail::VerifyChain(const std::optional<Checkpoint>& against) const {
+  KMSFS_RETURN_IF_ERROR(FlushForRead());
   KMSFS_ASSIGN_OR_RETURN(ReadTxn txn, env_.BeginRead());
   KMSFS_ASSIGN_OR_RETURN(std::optional<Checkpoint> anchor,
                          ReadPosition(txn, dbs_.meta, kAnchorKey));
@@ -510,6 +845,7 @@ Result<VerifyReport> AuditTrail::VerifyChain(const std::optional<Checkpoint>& ag
 // ---- checkpoints, export, prune -----------------------------------------------------------------
 
 Result<Checkpoint> AuditTrail::MakeCheckpoint() {
+  KMSFS_RETURN_IF_ERROR(Flush());
   KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_.BeginWrite());
   KMSFS_ASSIGN_OR_RETURN(Checkpoint head, ReadHeadIn(txn, dbs_.meta));
   if (head.sequence == 0) return Error(Code::kFailedPrecondition, "the audit trail is empty");
@@ -520,11 +856,13 @@ Result<Checkpoint> AuditTrail::MakeCheckpoint() {
 }
 
 Result<std::vector<Checkpoint>> AuditTrail::ListCheckpoints() const {
+  KMSFS_RETURN_IF_ERROR(FlushForRead());  // periodic checkpoints are stored when records ingest
   KMSFS_ASSIGN_OR_RETURN(ReadTxn txn, env_.BeginRead());
   return ReadCheckpoints(txn, dbs_.meta);
 }
 
 Result<Checkpoint> AuditTrail::Export(uint64_t from, uint64_t to, const std::string& path) {
+  KMSFS_RETURN_IF_ERROR(Flush());
   Checkpoint cp;
   {
     KMSFS_ASSIGN_OR_RETURN(ReadTxn txn, env_.BeginRead());
@@ -602,6 +940,7 @@ Result<Checkpoint> AuditTrail::Export(uint64_t from, uint64_t to, const std::str
 }
 
 Status AuditTrail::Prune(uint64_t up_to) {
+  KMSFS_RETURN_IF_ERROR(Flush());
   KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_.BeginWrite());
   KMSFS_ASSIGN_OR_RETURN(std::optional<Checkpoint> cp,
                          ReadPosition(txn, dbs_.meta, CheckpointKey(up_to)));

@@ -11,6 +11,10 @@
 namespace kmsfs::keyd {
 namespace {
 
+// The audit trail's write-ahead file (keyd/audit/audit_wal.h; keyd/store cannot include
+// keyd/audit). It holds audit records that may not be in data.mdb yet, so it is part of a state.
+constexpr char kAuditWalName[] = "audit.wal";
+
 Status FsyncPath(const std::string& path, int flags) {
   UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC));
   if (!fd) return Error::FromErrno("open " + path, errno);
@@ -53,7 +57,9 @@ Status CopyFile(const std::string& from, const std::string& to) {
 
 // Removes the staging directory and what LMDB left in it.
 void RemoveStaging(const std::string& staging) {
-  for (const char* name : {"data.mdb", "lock.mdb"}) ::unlink((staging + "/" + name).c_str());
+  for (const char* name : {"data.mdb", "lock.mdb", kAuditWalName}) {
+    ::unlink((staging + "/" + name).c_str());
+  }
   ::rmdir(staging.c_str());
 }
 
@@ -92,6 +98,17 @@ Status InstallBackup(const std::string& backup, const std::string& dir,
                      "directory: move the old state away first (nothing is overwritten)");
   }
   if (errno != ENOENT) return Error::FromErrno("stat " + target, errno);
+  // A WAL left by the old state would not chain onto the restored trail (keyd would refuse to
+  // start), or worse, its records would be missing from review: refuse it like data.mdb.
+  const std::string wal = dir + "/" + kAuditWalName;
+  if (::lstat(wal.c_str(), &st) == 0) {
+    return Error(Code::kAlreadyExists,
+                 dir + " holds " + kAuditWalName +
+                     " (audit records of the state that was there); restore only into an empty "
+                     "state directory: move the old state, " +
+                     kAuditWalName + " included, away first (nothing is overwritten)");
+  }
+  if (errno != ENOENT) return Error::FromErrno("stat " + wal, errno);
 
   const std::string staging = dir + "/restore.tmp";
   RemoveStaging(staging);  // left over by an interrupted restore; ours (we hold the lock)
@@ -103,7 +120,8 @@ Status InstallBackup(const std::string& backup, const std::string& dir,
     {
       KMSFS_ASSIGN_OR_RETURN(std::unique_ptr<Env> env, Env::Open(staging, Env::Options{}));
       KMSFS_ASSIGN_OR_RETURN(std::unique_ptr<KeyStore> store, open(std::move(env)));
-      // The store (and its Env) close here, before the file moves.
+      // The store (and its Env) close here, before the file moves. `open` must have flushed and
+      // closed its audit trail: staging's audit.wal is removed with the staging dir.
     }
     if (::rename((staging + "/data.mdb").c_str(), target.c_str()) != 0) {
       return Error::FromErrno("rename into " + target, errno);

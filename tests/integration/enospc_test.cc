@@ -211,7 +211,7 @@ TEST_CASE("a full keyd state dir fails opens and creates cleanly, and they work 
   RequireFuse();
   if (::geteuid() != 0) Skip("needs root (tmpfs mounts)");
   Sandbox box;
-  Tmpfs tiny(box.Path("tiny"), "4m");
+  Tmpfs tiny(box.Path("tiny"), "16m");  // room for keyd's preallocated 8 MiB audit.wal
   const std::string state = box.Path("tiny/state");
   auto keyd = std::make_unique<Keyd>(box.root(), 70, state, box.socket_path(), box.root_key_file(),
                                      Keyd::Options{});
@@ -223,8 +223,9 @@ TEST_CASE("a full keyd state dir fails opens and creates cleanly, and they work 
   const std::string a = Pattern(20'000, 11);
   WriteSynced(mount.Path("a"), a);
 
-  // Fill keyd's filesystem. LMDB may still reuse a few freed pages: try opens until one is
-  // refused.
+  // Fill keyd's filesystem. LMDB may still reuse a few freed pages, and audit records keep going
+  // to keyd's preallocated write-ahead file until its next ingest fails (every 256 records): try
+  // opens until one is refused.
   (void)Run({"dd", "if=/dev/zero", "of=" + box.Path("tiny/filler"), "bs=64k"});
   int refused = 0;
   for (int i = 0; i < 500 && refused == 0; ++i) {

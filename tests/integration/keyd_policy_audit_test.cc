@@ -368,7 +368,9 @@ class Tmpfs {
 TEST_CASE("a full disk under the audit trail refuses keys, and recovers", "[audit][fail-closed]") {
   RequireRoot();
   Sandbox box;
-  Tmpfs fs(box.Path("tiny"), "4m");  // before keyd: destroyed after it
+  // Before keyd: destroyed after it. Room for keyd's 8 MiB preallocated audit.wal, so the test
+  // runs the write-ahead path (a smaller fs makes keyd commit every record in LMDB instead).
+  Tmpfs fs(box.Path("tiny"), "16m");
   const std::string state = box.Path("tiny/state");
   Keyd keyd(box.root(), 60, state, box.socket_path(), box.root_key_file(), {});
   REQUIRE(keyd.running());
@@ -377,15 +379,21 @@ TEST_CASE("a full disk under the audit trail refuses keys, and recovers", "[audi
   const Bytes blob = ReadBytes(box.Path("blob.bin"));
   const size_t before = AuditList(box).size();
   REQUIRE(before >= 2);
+  const std::vector<std::string> gdk_ok = {"--operation", "GenerateDataKey", "--outcome",
+                                           "Success",     "--limit",         "1000"};
+  const size_t gdk_before = AuditList(box, gdk_ok).size();
 
-  // Fill the filesystem; then key use must stop at the first record that cannot be written
-  // (LMDB may still reuse a few freed pages, so allow some requests to pass first).
+  // Fill the filesystem; then key use must stop once records cannot be written. Requests may
+  // pass first: LMDB may reuse a few freed pages, and records keep going to the preallocated
+  // write-ahead file (durably) until the next ingest into LMDB fails (every 256 records).
   Run({"dd", "if=/dev/zero", "of=" + box.Path("tiny/filler"), "bs=64k"});
   ipc::KeydClient client(box.socket_path());
   std::string refused;
+  size_t succeeded = 0;
   for (int i = 0; i < 500 && refused.empty(); ++i) {
     auto r = client.Call(ipc::Op::kGenerateDataKey, json{{"KeyId", key}, {"KeySpec", "AES_256"}});
     if (!r.ok()) refused = std::string(ipc::ErrorNameOf(r.error()));
+    if (r.ok()) ++succeeded;
   }
   CHECK(refused == "KMSInternalException");
   auto gdk = box.Ctl({"generate-data-key", "--key-id", key});
@@ -410,6 +418,10 @@ TEST_CASE("a full disk under the audit trail refuses keys, and recovers", "[audi
   CHECK(dec2.exit_code == 0);
   CHECK(dec2.json.contains("Plaintext"));
   CHECK(AuditList(box).size() > before);
+  // Every request that got a key has its record, the ones while the disk was full included; no
+  // refused request left a Success record.
+  INFO(succeeded << " requests succeeded on the full disk");
+  CHECK(AuditList(box, gdk_ok).size() == gdk_before + succeeded + 1);
   auto verify = box.Ctl({"audit", "verify"});
   INFO(verify.out << verify.err);
   CHECK(verify.exit_code == 0);

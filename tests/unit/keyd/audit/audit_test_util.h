@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "keyd/audit/audit_trail.h"
 #include "keyd/store/lmdb_env.h"
@@ -66,6 +67,19 @@ inline AuditRecord SampleRecord(int i, std::string op = "Decrypt") {
   r.outcome = i % 5 == 4 ? "AccessDeniedException" : "Success";
   r.detail = "record " + std::to_string(i);
   return r;
+}
+
+// Every record the trail serves (Tail, page by page), in order.
+inline std::vector<TrailRecord> AllRecords(AuditTrail& trail) {
+  std::vector<TrailRecord> out;
+  uint64_t after = 0;
+  for (;;) {
+    auto page = trail.Tail(after, 10000);
+    REQUIRE(page.ok());
+    for (auto& t : page->records) out.push_back(std::move(t));
+    if (!page->more) return out;
+    after = page->next_after;
+  }
 }
 
 inline AuditTrail::Options QuietOptions(StepClock* clock) {

@@ -40,11 +40,11 @@ size_t FillUp(const std::string& path) {
   return total;
 }
 
-TEST_CASE("a full disk makes Append fail with ENOSPC, and it recovers", "[audit][fail-closed]") {
-  if (::geteuid() != 0) {
-    WARN("SKIPPED: mounting the 1 MiB tmpfs this test fills needs root (CI runs tests as root)");
-    return;
-  }
+// With the write-ahead file (wal_bytes > 0), records keep being accepted after the disk filled —
+// the WAL is preallocated, so they ARE durable — until the next ingest into LMDB fails; from then
+// on every batch is refused until space returns. Without it, the first record that LMDB cannot
+// grow for is refused.
+void FullDiskCase(uint64_t wal_bytes) {
   AuditTempDir base;
   const std::string mnt = base.Sub("mnt");
   REQUIRE(::mkdir(mnt.c_str(), 0700) == 0);
@@ -60,6 +60,7 @@ TEST_CASE("a full disk makes Append fail with ENOSPC, and it recovers", "[audit]
   REQUIRE(env.ok());
   AuditTrail::Options options = QuietOptions(&clock);
   options.failure_log_interval_us = 3'600'000'000;  // one loud line for the whole test
+  options.wal_bytes = wal_bytes;
   auto trail = AuditTrail::Open(**env, options);
   REQUIRE(trail.ok());
   for (int i = 1; i <= 20; ++i) REQUIRE((*trail)->Append(SampleRecord(i)).ok());
@@ -67,7 +68,8 @@ TEST_CASE("a full disk makes Append fail with ENOSPC, and it recovers", "[audit]
   const std::string filler = mnt + "/filler";
   FillUp(filler);
 
-  // Freed LMDB pages can absorb a few records; the file must grow soon, and then it cannot.
+  // Freed LMDB pages can absorb a few records, the WAL up to ingest_every (256); then an LMDB
+  // commit must grow the file, and it cannot.
   Status failed;
   uint64_t accepted_while_full = 0;
   for (int i = 0; i < 5000 && failed.ok(); ++i) {
@@ -78,17 +80,21 @@ TEST_CASE("a full disk makes Append fail with ENOSPC, and it recovers", "[audit]
   INFO(failed.ToString());
   CHECK(failed.code() == Code::kIo);
   CHECK(failed.error().sys_errno() == ENOSPC);
+  CHECK(accepted_while_full <= 256 + 5);  // what the integration test's 500 requests rely on
 
   // Still full: every further request is refused too, but logged loudly only once.
   for (int i = 0; i < 5; ++i) CHECK((*trail)->Append(SampleRecord(2000 + i)).code() == Code::kIo);
   AuditTrail::Stats stats = (*trail)->GetStats();
   CHECK(stats.failed_commits == 6);
   CHECK(stats.loud_logs == 1);
-  CHECK((*trail)->VerifyChain()->ok);  // nothing half-written
+  if (wal_bytes > 0) CHECK(stats.failed_ingests == 6);  // each refused batch retried the ingest
+  CHECK((*trail)->Head()->sequence == 20 + accepted_while_full);
 
   REQUIRE(::unlink(filler.c_str()) == 0);  // space returns
   REQUIRE((*trail)->Append(SampleRecord(3000)).ok());
 
+  // Everything acknowledged is in the trail — also what was accepted while the disk was full —
+  // and nothing that was refused.
   auto all = (*trail)->Tail(0, 10000);
   REQUIRE(all.ok());
   REQUIRE(all->records.size() == 20 + accepted_while_full + 1);
@@ -96,10 +102,31 @@ TEST_CASE("a full disk makes Append fail with ENOSPC, and it recovers", "[audit]
     CHECK(all->records[i].record.sequence == i + 1);
   }
   for (int i = 0; i < 20; ++i) CHECK(all->records[i].record.detail == SampleRecord(i + 1).detail);
+  for (uint64_t i = 0; i < accepted_while_full; ++i) {
+    CHECK(all->records[20 + i].record.detail == SampleRecord(1000 + static_cast<int>(i)).detail);
+  }
   CHECK(all->records.back().record.detail == SampleRecord(3000).detail);
-  auto v = (*trail)->VerifyChain();
+  auto v = (*trail)->VerifyChain();  // ingests what was pending: LMDB has room again
   CHECK(v->ok);
   CHECK(v->last == 20 + accepted_while_full + 1);
+
+  // And after a restart (the WAL replayed or already ingested), the same.
+  trail->reset();
+  env->reset();
+  env = Env::Open(mnt + "/state");
+  REQUIRE(env.ok());
+  trail = AuditTrail::Open(**env, options);
+  REQUIRE(trail.ok());
+  CHECK((*trail)->VerifyChain()->last == 20 + accepted_while_full + 1);
+}
+
+TEST_CASE("a full disk makes Append fail with ENOSPC, and it recovers", "[audit][fail-closed]") {
+  if (::geteuid() != 0) {
+    WARN("SKIPPED: mounting the 1 MiB tmpfs this test fills needs root (CI runs tests as root)");
+    return;
+  }
+  SECTION("with the write-ahead file") { FullDiskCase(256 * 1024); }
+  SECTION("without it (wal_bytes 0: every commit in LMDB)") { FullDiskCase(0); }
 }
 
 }  // namespace

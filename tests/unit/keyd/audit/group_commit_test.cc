@@ -11,21 +11,10 @@
 namespace kmsfs::keyd {
 namespace {
 
+using testing::AllRecords;
 using testing::AuditTempDir;
 using testing::QuietOptions;
 using testing::SampleRecord;
-
-std::vector<TrailRecord> All(AuditTrail& trail) {
-  std::vector<TrailRecord> out;
-  uint64_t after = 0;
-  for (;;) {
-    auto page = trail.Tail(after, 10000);
-    REQUIRE(page.ok());
-    for (auto& t : page->records) out.push_back(std::move(t));
-    if (!page->more) return out;
-    after = page->next_after;
-  }
-}
 
 TEST_CASE("8 threads x 500 appends: all durable, dense, chained, in far fewer commits",
           "[audit][group]") {
@@ -65,7 +54,7 @@ TEST_CASE("8 threads x 500 appends: all durable, dense, chained, in far fewer co
   REQUIRE(env.ok());
   trail = AuditTrail::Open(**env, QuietOptions(nullptr));
   REQUIRE(trail.ok());
-  const auto all = All(**trail);
+  const auto all = AllRecords(**trail);
   REQUIRE(all.size() == kThreads * kPerThread);
   std::map<int, int> next_of_thread;
   for (size_t i = 0; i < all.size(); ++i) {
@@ -115,7 +104,7 @@ TEST_CASE("Append and AppendInTxn interleave (some transactions abort) without b
   });
   for (auto& th : threads) th.join();
   REQUIRE(failures == 0);
-  const auto all = All(**trail);
+  const auto all = AllRecords(**trail);
   CHECK(all.size() == 400 + static_cast<size_t>(committed_in_txn.load()));
   size_t admin = 0;
   for (size_t i = 0; i < all.size(); ++i) {

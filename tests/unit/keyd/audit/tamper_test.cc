@@ -207,12 +207,27 @@ TEST_CASE("a rolled-back head makes appends fail closed instead of overwriting e
   auto env = Env::Open(dir.Sub("state"));
   auto trail = AuditTrail::Open(**env, QuietOptions(nullptr));
   for (int i = 1; i <= 5; ++i) REQUIRE((*trail)->Append(SampleRecord(i)).ok());
+  REQUIRE((*trail)->Flush().ok());  // from the write-ahead file into LMDB, where Raw edits
   Raw raw{**env, *(*env)->OpenDb("audit", false), *(*env)->OpenDb("audit_meta", false)};
   raw.SetHead(3);
   Status s = (*trail)->Append(SampleRecord(6));
   REQUIRE_FALSE(s.ok());
   CHECK(s.code() == Code::kCorrupt);
   CHECK(DecodeTrailRecord(raw.Get(4))->record.detail == "record 4");
+
+  SECTION("the same without the write-ahead file (every commit in LMDB)") {
+    AuditTempDir dir2;
+    auto env2 = Env::Open(dir2.Sub("state"));
+    AuditTrail::Options o = QuietOptions(nullptr);
+    o.wal_bytes = 0;
+    auto direct = AuditTrail::Open(**env2, o);
+    for (int i = 1; i <= 5; ++i) REQUIRE((*direct)->Append(SampleRecord(i)).ok());
+    Raw raw2{**env2, *(*env2)->OpenDb("audit", false), *(*env2)->OpenDb("audit_meta", false)};
+    raw2.SetHead(3);
+    Status s2 = (*direct)->Append(SampleRecord(6));
+    CHECK(s2.code() == Code::kCorrupt);
+    CHECK(DecodeTrailRecord(raw2.Get(4))->record.detail == "record 4");
+  }
 }
 
 }  // namespace
