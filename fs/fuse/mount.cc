@@ -15,6 +15,7 @@
 
 #include "common/log/log.h"
 #include "fs/fuse/filesystem.h"
+#include "fs/fuse/session_loop.h"
 #include "fs/fuse/sys_util.h"
 
 namespace kmsfs::fs {
@@ -258,15 +259,16 @@ Result<std::unique_ptr<FuseMount>> FuseMount::Mount(Volume* volume, DataKeySourc
 }
 
 Status FuseMount::Serve() {
-  fuse_loop_config* config = fuse_loop_cfg_create();
-  if (config == nullptr) return Error(Code::kInternal, "fuse_loop_cfg_create failed");
-  fuse_loop_cfg_set_clone_fd(config, 0);
-  fuse_loop_cfg_set_max_threads(config, impl_->options.max_threads);
+  // One reader thread (this one: libfuse's signal handlers interrupt its read) and up to
+  // max_threads - 1 workers for the requests that may block; see session_loop.h for why not
+  // fuse_session_loop_mt.
+  const unsigned threads = impl_->options.max_threads;
+  SessionLoop loop(impl_->session, threads > 1 ? threads - 1 : 1);
   std::thread revalidator;
   if (impl_->options.key_revalidate.count() > 0) {
-    revalidator = std::thread([this] { impl_->RunRevalidation(); });
+    revalidator = SessionLoop::StartQuietThread([this] { impl_->RunRevalidation(); });
   }
-  const int rc = fuse_session_loop_mt(impl_->session, config);
+  const int rc = loop.Run();
   if (revalidator.joinable()) {
     {
       std::lock_guard lock(impl_->stop_mu);
@@ -275,13 +277,12 @@ Status FuseMount::Serve() {
     impl_->stop_cv.notify_all();
     revalidator.join();
   }
-  fuse_loop_cfg_destroy(config);
   fuse_remove_signal_handlers(impl_->session);
   impl_->signals_installed = false;
   // After a signal the mount is still there: take it down now (a no-op after fusermount3 -u).
   fuse_session_unmount(impl_->session);
   impl_->mounted = false;
-  // rc > 0 is the signal number that ended the loop: a requested, clean stop.
+  // rc is 0 after an unmount or a signal (a requested, clean stop).
   if (rc < 0) return Error(Code::kIo, "the FUSE session loop failed", -rc);
   return Status::Ok();
 }

@@ -1,0 +1,72 @@
+// RequestKind: classifies raw requests by the kernel's own header layout (<linux/fuse.h>), read
+// before libfuse parses them. Kept apart from the libfuse headers, which define some of the
+// same names.
+#include "fs/fuse/request_kind.h"
+
+#include <linux/fuse.h>
+
+#include <cstring>
+
+namespace kmsfs::fs {
+namespace {
+
+// The argument struct that follows the header, if the request is long enough to hold it.
+template <class Arg>
+bool ArgOf(const void* mem, size_t size, Arg* out) {
+  // Only the first 24 bytes of an argument are ever read here (FUSE_WRITE's argument is that
+  // short for protocol minors below 9), so only they must be present.
+  constexpr size_t kLen = sizeof(Arg) < 24 ? sizeof(Arg) : 24;
+  if (size < sizeof(fuse_in_header) + kLen) return false;
+  std::memset(out, 0, sizeof(Arg));
+  std::memcpy(out, static_cast<const char*>(mem) + sizeof(fuse_in_header), kLen);
+  return true;
+}
+
+}  // namespace
+
+bool RunsInline(const void* mem, size_t size) {
+  if (mem == nullptr || size < sizeof(fuse_in_header)) return false;
+  fuse_in_header in;
+  std::memcpy(&in, mem, sizeof(in));
+  switch (in.opcode) {
+    case FUSE_INIT:
+    case FUSE_DESTROY:
+    case FUSE_INTERRUPT:
+    case FUSE_LOOKUP:
+    case FUSE_FORGET:
+    case FUSE_BATCH_FORGET:
+    case FUSE_GETATTR:
+    case FUSE_READLINK:
+    case FUSE_FLUSH:
+    case FUSE_RELEASE:
+    case FUSE_OPENDIR:
+    case FUSE_READDIR:
+    case FUSE_READDIRPLUS:
+    case FUSE_RELEASEDIR:
+    case FUSE_STATFS:
+    case FUSE_ACCESS:
+    case FUSE_GETXATTR:
+    case FUSE_LISTXATTR:
+    case FUSE_SETXATTR:
+    case FUSE_REMOVEXATTR:
+      return true;
+    case FUSE_READ: {
+      fuse_read_in arg;
+      return ArgOf(mem, size, &arg) && arg.size <= kInlineIoLimit;
+    }
+    case FUSE_WRITE: {
+      fuse_write_in arg;
+      return ArgOf(mem, size, &arg) && arg.size <= kInlineIoLimit;
+    }
+    case FUSE_SETATTR: {
+      // chmod, chown and utimes are one syscall each; a size change is a truncate, which may
+      // ask keyd (truncate by path) and rewrite metadata.
+      fuse_setattr_in arg;
+      return ArgOf(mem, size, &arg) && (arg.valid & FATTR_SIZE) == 0;
+    }
+    default:
+      return false;
+  }
+}
+
+}  // namespace kmsfs::fs
