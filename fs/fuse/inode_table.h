@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -64,6 +65,14 @@ class Inode {
   int refused_handles = 0;
   std::optional<format::Id128> dir_id;   // guarded by mu; directories, read once
   std::optional<format::Id128> file_id;  // guarded by mu; regular files, for xattrs
+  // What is known of the backing object's security.capability, which the kernel asks for
+  // before every write(2) (file_remove_privs; libfuse 3.14 cannot negotiate
+  // FUSE_HANDLE_KILLPRIV_V2) and which almost no file has. Bit 0 (kNoCaps): known absent, so
+  // getxattr answers ENODATA without a syscall. The other bits count setxattr calls: a
+  // getxattr sets the bit only if no setxattr finished since it looked (xattr_ops.cc). Valid
+  // because only this mount changes the backing tree's xattrs while it is mounted.
+  static constexpr uint32_t kNoCaps = 1;
+  std::atomic<uint32_t> caps_state{0};
   // Regular files in a "header-links" volume: the directory entry the inode was last looked up,
   // created, linked or renamed under, which open checks against the header's link tags
   // (format.md §6.2); empty once that entry was unlinked or replaced. Guarded by mu.

@@ -11,6 +11,9 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -23,6 +26,9 @@ namespace kmsfs::fs {
 namespace {
 
 enum class Namespace { kUser, kPrivileged, kUnsupported };
+
+// File capabilities (capabilities(7)); see Inode::caps_state.
+constexpr std::string_view kCapsName = "security.capability";
 
 Namespace NamespaceOf(std::string_view name) {
   if (name.starts_with("user.")) return Namespace::kUser;
@@ -76,15 +82,30 @@ void Filesystem::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, cons
                            volume_->names().EncryptXattr(
                                id, name, ByteSpan(reinterpret_cast<const uint8_t*>(value), size)));
     const ProcPath proc(inode->fd());
-    if (::setxattr(proc.c_str(), name, stored.data(), stored.size(), flags) != 0) {
-      return SysError("setxattr", errno);
+    const int rc = ::setxattr(proc.c_str(), name, stored.data(), stored.size(), flags);
+    const int err = errno;
+    // After the change (whatever its outcome), in one step: forget "no security.capability"
+    // and count the change, so a getxattr that looked before it cannot set the bit again.
+    uint32_t state = inode->caps_state.load(std::memory_order_acquire);
+    while (!inode->caps_state.compare_exchange_weak(state, (state + 2) & ~Inode::kNoCaps,
+                                                    std::memory_order_acq_rel)) {
     }
+    if (rc != 0) return SysError("setxattr", err);
     return Status::Ok();
   });
 }
 
 void Filesystem::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Inode* inode = InodeOf(ino);
+  // The kernel's question before every write(2): answered from what we know, without touching
+  // the backing file (one syscall through /proc/self/fd and an error path less per write).
+  // Non-root callers get ENODATA for security.* anyway (CheckXattrName).
+  const bool caps = std::string_view(name) == kCapsName;
+  const uint32_t caps_seen = inode->caps_state.load(std::memory_order_acquire);
+  if (caps && ((caps_seen & Inode::kNoCaps) != 0 || fuse_req_ctx(req)->uid != 0)) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
   Answer(
       req, "getxattr", inode->id().ino,
       [&]() -> Result<Bytes> {
@@ -94,6 +115,13 @@ void Filesystem::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size
         Bytes stored;
         while (true) {
           const ssize_t n = ::getxattr(proc.c_str(), name, nullptr, 0);
+          if (n < 0 && errno == ENODATA && caps) {
+            // Known absent from now on, unless a setxattr finished since caps_seen was read.
+            uint32_t expected = caps_seen;
+            inode->caps_state.compare_exchange_strong(expected, caps_seen | Inode::kNoCaps,
+                                                      std::memory_order_acq_rel);
+            errno = ENODATA;
+          }
           if (n < 0) return SysError("getxattr", errno);
           stored.resize(static_cast<size_t>(n));
           const ssize_t m = ::getxattr(proc.c_str(), name, stored.data(), stored.size());
