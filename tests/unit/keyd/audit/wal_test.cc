@@ -390,7 +390,7 @@ TEST_CASE("WAL wrap-around: 8 appenders and aborting admin transactions lose not
   {
     auto env2 = Env::Open(dir.Sub("crashed"));
     REQUIRE(env2.ok());
-    auto t2 = AuditTrail::Open(**env2, QuietOptions(nullptr));
+    auto t2 = AuditTrail::Open(**env2, o);  // same checkpoint_every: replay stores them too
     REQUIRE(t2.ok());
     CHECK(check(**t2) == total);
     auto v = (*t2)->VerifyChain();
