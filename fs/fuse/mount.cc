@@ -1,6 +1,8 @@
 #include "fs/fuse/mount.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -193,6 +195,8 @@ struct FuseMount::Impl {
     }
   }
   std::string bdi;  // "MAJ:MIN" of the mount, from /proc/self/mountinfo; "" if not found
+  // The cipher directory is on tmpfs or ramfs: syncs cost nothing (SessionLoop, RunsInline).
+  bool sync_is_free = false;
 
   void RunRevalidation() {
     std::unique_lock lock(stop_mu);
@@ -219,6 +223,10 @@ Result<std::unique_ptr<FuseMount>> FuseMount::Mount(Volume* volume, DataKeySourc
   impl->options = options;
   UniqueFd root(::open(options.cipherdir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root) return SysError("open cipher directory", errno);
+  struct statfs backing_fs;
+  impl->sync_is_free =
+      ::fstatfs(root.get(), &backing_fs) == 0 &&
+      (backing_fs.f_type == TMPFS_MAGIC || backing_fs.f_type == RAMFS_MAGIC);
   FilesystemOptions fs_options;
   fs_options.timeout = options.timeout;
   fs_options.key_revalidate = options.key_revalidate;
@@ -263,7 +271,7 @@ Status FuseMount::Serve() {
   // max_threads - 1 workers for the requests that may block; see session_loop.h for why not
   // fuse_session_loop_mt.
   const unsigned threads = impl_->options.max_threads;
-  SessionLoop loop(impl_->session, threads > 1 ? threads - 1 : 1);
+  SessionLoop loop(impl_->session, threads > 1 ? threads - 1 : 1, impl_->sync_is_free);
   std::thread revalidator;
   if (impl_->options.key_revalidate.count() > 0) {
     revalidator = SessionLoop::StartQuietThread([this] { impl_->RunRevalidation(); });

@@ -24,7 +24,7 @@ bool ArgOf(const void* mem, size_t size, Arg* out) {
 
 }  // namespace
 
-bool RunsInline(const void* mem, size_t size) {
+bool RunsInline(const void* mem, size_t size, bool sync_is_free) {
   if (mem == nullptr || size < sizeof(fuse_in_header)) return false;
   fuse_in_header in;
   std::memcpy(&in, mem, sizeof(in));
@@ -64,6 +64,18 @@ bool RunsInline(const void* mem, size_t size) {
       fuse_setattr_in arg;
       return ArgOf(mem, size, &arg) && (arg.valid & FATTR_SIZE) == 0;
     }
+    case FUSE_MKDIR:
+    case FUSE_SYMLINK:
+    case FUSE_UNLINK:
+    case FUSE_RMDIR:
+    case FUSE_RENAME:
+    case FUSE_RENAME2:
+    case FUSE_LINK:
+    case FUSE_FSYNC:
+    case FUSE_FSYNCDIR:
+      // Each syncs (link slots, dir ids, long-name side files, the caller's fsync): a disk
+      // takes milliseconds, during which the reader must not stall everyone else.
+      return sync_is_free;
     default:
       return false;
   }

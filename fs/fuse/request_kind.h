@@ -15,6 +15,9 @@ inline constexpr size_t kInlineIoLimit = 128 * 1024;
 // is short (lookups, attributes, small reads and writes, xattrs, directory listing, release).
 // False for everything else (open, create, mknod, mkdir, unlink, rmdir, rename, link, fsync,
 // fallocate, truncate, large I/O, unknown opcodes, malformed input): those go to a worker.
-bool RunsInline(const void* mem, size_t size);
+// `sync_is_free`: the backing store keeps everything in memory (tmpfs, ramfs), so fsync and
+// fdatasync return at once; then the name operations that sync but never ask keyd (mkdir,
+// symlink, unlink, rmdir, rename, link) and fsync(dir) are short too and run inline.
+bool RunsInline(const void* mem, size_t size, bool sync_is_free = false);
 
 }  // namespace kmsfs::fs

@@ -28,8 +28,10 @@ SessionLoop::SignalsBlocked::SignalsBlocked() {
 
 SessionLoop::SignalsBlocked::~SignalsBlocked() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
 
-SessionLoop::SessionLoop(fuse_session* session, size_t max_workers)
-    : session_(session), max_workers_(max_workers == 0 ? 1 : max_workers) {}
+SessionLoop::SessionLoop(fuse_session* session, size_t max_workers, bool sync_is_free)
+    : session_(session),
+      max_workers_(max_workers == 0 ? 1 : max_workers),
+      sync_is_free_(sync_is_free) {}
 
 SessionLoop::~SessionLoop() {
   {
@@ -53,7 +55,7 @@ int SessionLoop::Run() {
     if (res <= 0) break;  // 0: unmounted or exited (a signal)
     // Requests arrive in memory: splice is never negotiated (Filesystem::Init), so no buffer
     // refers to this thread's pipe and any thread may process it.
-    if ((buf.flags & FUSE_BUF_IS_FD) != 0 || RunsInline(buf.mem, buf.size)) {
+    if ((buf.flags & FUSE_BUF_IS_FD) != 0 || RunsInline(buf.mem, buf.size, sync_is_free_)) {
       fuse_session_process_buf(session_, &buf);
     } else {
       HandOff(&buf);

@@ -31,7 +31,8 @@ namespace kmsfs::fs {
 // session has exited (unmount, signal) and every handed-off request has been answered.
 class SessionLoop {
  public:
-  SessionLoop(fuse_session* session, size_t max_workers);
+  // `sync_is_free`: see RunsInline (the backing directory is on tmpfs or ramfs).
+  SessionLoop(fuse_session* session, size_t max_workers, bool sync_is_free);
   ~SessionLoop();
   SessionLoop(const SessionLoop&) = delete;
   SessionLoop& operator=(const SessionLoop&) = delete;
@@ -68,6 +69,7 @@ class SessionLoop {
 
   fuse_session* const session_;
   const size_t max_workers_;
+  const bool sync_is_free_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<fuse_buf> queue_;  // guarded by mu_: requests waiting for a worker

@@ -51,6 +51,26 @@ TEST_CASE("request kind: anything that may ask keyd or sync goes to a worker") {
   CHECK_FALSE(Inline(Request(9999u, Empty{})));  // an opcode this build does not know
 }
 
+TEST_CASE("request kind: on a memory backing store the name operations that sync run inline") {
+  for (uint32_t op : {FUSE_MKDIR, FUSE_SYMLINK, FUSE_UNLINK, FUSE_RMDIR, FUSE_RENAME, FUSE_RENAME2,
+                      FUSE_LINK, FUSE_FSYNC, FUSE_FSYNCDIR}) {
+    CAPTURE(op);
+    const auto req = Request(op, Empty{});
+    CHECK_FALSE(RunsInline(req.data(), req.size(), /*sync_is_free=*/false));
+    CHECK(RunsInline(req.data(), req.size(), /*sync_is_free=*/true));
+  }
+  // What asks keyd, and large I/O, never does.
+  for (uint32_t op : {FUSE_OPEN, FUSE_CREATE, FUSE_MKNOD, FUSE_FALLOCATE}) {
+    CAPTURE(op);
+    const auto req = Request(op, Empty{});
+    CHECK_FALSE(RunsInline(req.data(), req.size(), /*sync_is_free=*/true));
+  }
+  fuse_write_in wr{};
+  wr.size = 1u << 20;
+  const auto big = Request(FUSE_WRITE, wr);
+  CHECK_FALSE(RunsInline(big.data(), big.size(), /*sync_is_free=*/true));
+}
+
 TEST_CASE("request kind: small reads and writes inline, large ones to a worker") {
   fuse_read_in rd{};
   rd.size = 4096;
