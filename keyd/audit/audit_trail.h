@@ -57,16 +57,16 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   enum class Journal { kAuto, kOff, kOn };  // kAuto: on when log::DetectSink() is the journal
   struct Options {
     std::function<int64_t()> clock_us;  // wall clock, µs since the epoch; default system_clock
-    uint64_t checkpoint_every = 1000;   // store a checkpoint each time the head passes a multiple
+    uint64_t checkpoint_every = 1000;   // store a checkpoint at each multiple of this sequence
     size_t max_batch = 1024;            // records per group commit
     // A new leader waits up to min(this, a tenth of the last commit) for as many callers as the
     // last round saw (see Append). 0: commit at once.
     int64_t max_gather_us = 1000;
     Journal journal = Journal::kAuto;
     int64_t failure_log_interval_us = 10'000'000;  // at most one loud log line per interval
-    // After every this many appended records, Env::ReleaseMappedPages: commits read the trail's
-    // newest pages through LMDB's map, and without this keyd's RSS grows ~0.7 KiB per record.
-    // 0: never.
+    // After every this many records written into LMDB, Env::ReleaseMappedPages: commits read the
+    // trail's newest pages through LMDB's map, and without this keyd's RSS grows ~0.7 KiB per
+    // record. 0: never.
     uint64_t release_map_every = 2048;
     // Size of the preallocated write-ahead file audit.wal. 0: no WAL, every group commit is an
     // LMDB transaction (two syncs). A batch larger than the file also commits directly.
