@@ -320,11 +320,14 @@ Status AuditTrail::WriteRecords(WriteTxn& txn, const std::vector<const std::stri
 // ---- the write-ahead file -----------------------------------------------------------------------
 
 Status AuditTrail::OpenWal() {
-  if (options_.wal_bytes == 0) return Status::Ok();
+  // Without a WAL (wal_bytes 0), one left by an earlier run is still replayed, then removed.
+  const bool use = options_.wal_bytes > 0;
   bool created = false;
-  auto file = WalFile::Open(env_.dir(), &created);
+  auto file = WalFile::Open(env_.dir(), /*create=*/use, &created);
   if (!file.ok()) {
-    if (file.error().code() != Code::kIo) return file.error();  // unsafe file: refuse to start
+    if (!use && file.error().code() == Code::kNotFound) return Status::Ok();
+    // An unsafe or unreadable existing file: refuse to start (it may hold records).
+    if (file.error().code() != Code::kIo) return file.error();
     Log()->warn(
         "audit write-ahead file unavailable ({}); every group commit is an LMDB transaction "
         "(slower, equally durable) until keyd restarts",
@@ -386,6 +389,11 @@ Status AuditTrail::OpenWal() {
                 kept.front().sequence, kept.back().sequence, file->path());
   }
   // Everything in the file is in LMDB now: it is "empty" (the next frames go to offset 0).
+  if (!use) {
+    if (::unlink(file->path().c_str()) != 0)
+      return Error::FromErrno("remove " + file->path(), errno);
+    return Status::Ok();
+  }
   Status s = file->Preallocate(options_.wal_bytes, created);
   if (!s.ok()) {
     Log()->warn(

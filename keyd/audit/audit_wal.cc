@@ -64,27 +64,32 @@ std::vector<WalFrame> ParseWalFrames(std::string_view bytes) {
   return out;
 }
 
-Result<WalFile> WalFile::Open(const std::string& dir, bool* created) {
+Result<WalFile> WalFile::Open(const std::string& dir, bool create, bool* created) {
   WalFile w;
   w.dir_ = dir;
   w.path_ = dir + "/" + kWalFileName;
   *created = false;
   w.fd_.Reset(::open(w.path_.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
   if (!w.fd_ && errno == ENOENT) {
+    if (!create) return Error(Code::kNotFound, w.path_ + " does not exist", ENOENT);
     w.fd_.Reset(::open(w.path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (w.fd_) {
-      *created = true;
-      if (::fchmod(w.fd_.get(), 0600) != 0) return Error::FromErrno("chmod " + w.path_, errno);
-    }
+    if (!w.fd_) return Error::FromErrno("create " + w.path_, errno);
+    *created = true;
+    if (::fchmod(w.fd_.get(), 0600) != 0) return Error::FromErrno("chmod " + w.path_, errno);
   }
   if (!w.fd_) {
-    if (errno == ELOOP) {
+    const int err = errno;
+    if (err == ELOOP) {
       return Error(Code::kPermissionDenied,
                    w.path_ +
                        " is a symbolic link; keyd writes its audit records only to a regular "
                        "file in its state dir. Remove the link");
     }
-    return Error::FromErrno("open " + w.path_, errno);
+    return Error(Code::kFailedPrecondition,
+                 "open " + w.path_ + ": " + std::strerror(err) +
+                     "; it may hold audit records not yet in data.mdb, so keyd does not start "
+                     "without it: fix its ownership or permissions",
+                 err);
   }
   struct stat st {};
   if (::fstat(w.fd_.get(), &st) != 0) return Error::FromErrno("stat " + w.path_, errno);

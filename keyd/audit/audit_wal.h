@@ -43,10 +43,12 @@ std::vector<WalFrame> ParseWalFrames(std::string_view bytes);
 // The open file. Not thread-safe: AuditTrail calls it only while holding LMDB's writer lock.
 class WalFile {
  public:
-  // Opens `dir`/audit.wal, creating it empty (0600) if missing; O_NOFOLLOW|O_CLOEXEC. Refuses
-  // (kPermissionDenied, naming the file and the fix) anything but a regular file owned by us or
-  // root with no group/other access. Sets *created when it made the file.
-  static Result<WalFile> Open(const std::string& dir, bool* created);
+  // Opens `dir`/audit.wal, O_NOFOLLOW|O_CLOEXEC; if it is missing, creates it empty (0600) when
+  // `create`, else kNotFound. Refuses (kPermissionDenied, naming the file and the fix) anything
+  // but a regular file owned by us or root with no group/other access. kIo only when a missing
+  // file could not be created (a full or read-only disk); an existing file that cannot be opened
+  // is kFailedPrecondition (it may hold records). Sets *created when it made the file.
+  static Result<WalFile> Open(const std::string& dir, bool create, bool* created);
   WalFile() = default;
   WalFile(WalFile&&) noexcept = default;
   WalFile& operator=(WalFile&&) noexcept = default;

@@ -243,6 +243,38 @@ TEST_CASE("an unsafe audit.wal is refused, not written", "[audit][wal]") {
   CHECK_FALSE(std::filesystem::exists(dir.Sub("elsewhere")));
 }
 
+TEST_CASE("an audit.wal that exists but cannot be opened stops Open (it may hold records)",
+          "[audit][wal]") {
+  AuditTempDir dir;
+  const std::string state = dir.Sub("state");
+  REQUIRE(::mkdir(state.c_str(), 0700) == 0);
+  REQUIRE(::mkdir((state + "/audit.wal").c_str(), 0700) == 0);  // open(O_RDWR): EISDIR
+  auto env = Env::Open(state);
+  REQUIRE(env.ok());
+  auto trail = AuditTrail::Open(**env, QuietOptions(nullptr));
+  REQUIRE_FALSE(trail.ok());
+  INFO(trail.error().ToString());
+  CHECK(trail.error().code() == Code::kFailedPrecondition);
+  CHECK(trail.error().message().find("audit.wal") != std::string::npos);
+}
+
+TEST_CASE("without a WAL (wal_bytes 0), one left by an earlier run is replayed and removed",
+          "[audit][wal]") {
+  WalSource src(2, 3);  // 3..5 only in the WAL
+  CopyState(src.state(), src.dir.Sub("crashed"));
+  auto env = Env::Open(src.dir.Sub("crashed"));
+  REQUIRE(env.ok());
+  AuditTrail::Options o = QuietOptions(nullptr);
+  o.wal_bytes = 0;
+  auto trail = AuditTrail::Open(**env, o);
+  REQUIRE(trail.ok());
+  CHECK(LmdbRecords(**env) == 5);
+  CHECK_FALSE(std::filesystem::exists(src.dir.Sub("crashed/audit.wal")));
+  REQUIRE((*trail)->Append(SampleRecord(6)).ok());  // committed directly in LMDB
+  CHECK(LmdbRecords(**env) == 6);
+  CHECK((*trail)->VerifyChain()->message == "verified 1..6");
+}
+
 TEST_CASE("the WAL file is preallocated with written zeros, mode 0600", "[audit][wal]") {
   AuditTempDir dir("/var/tmp");
   auto env = Env::Open(dir.Sub("state"));
