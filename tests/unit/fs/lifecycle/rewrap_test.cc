@@ -157,13 +157,16 @@ TEST_CASE("RewrapFiles rewrites old headers and skips current ones and reports f
 
   SECTION("a rerun finishes the rest and asks keyd only about files not yet current") {
     calls = 0;
-    RewrapResult again =
-        RewrapFiles(entries, volume, [&] { return std::make_unique<FakeWrap>(3, &calls); }, {});
+    RewrapOptions rerun;
+    rerun.jobs = 2;
+    RewrapResult again = RewrapFiles(
+        entries, volume, [&] { return std::make_unique<FakeWrap>(3, &calls); }, rerun);
     CHECK(again.rewrapped == 1);
     CHECK(again.current == 11);
     CHECK(again.failures.empty());
-    // One call can be for a current file (the first one, before the version is learned).
-    CHECK(calls <= 2);
+    // Besides file 6, each worker may ask once about a current file: the workers start together,
+    // before any of them has learned the current version (CI saw 3 with the default 8 jobs).
+    CHECK(calls <= 1 + 2);
   }
   SECTION("a dry run writes nothing") {
     RewrapOptions dry;
