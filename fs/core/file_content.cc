@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -174,9 +175,21 @@ struct FileContent::Impl {
     return format::BlockAad(volume_id, file_id, block, flags, len);
   }
 
+  // The backing file's size as last seen, or kUnknownSize. Only this object changes the
+  // backing file while it exists (the mount is the only writer of the backing tree, and
+  // truncate(2) by path through another state calls ForgetBackingSize), so a 4 KiB read or
+  // overwrite needs no fstat. Filled under mu in either mode (readers may race to store the
+  // same value); dropped under mu exclusive by every change of the size and every failure.
+  static constexpr uint64_t kUnknownSize = ~uint64_t{0};
+  std::atomic<uint64_t> known_backing_size{kUnknownSize};
+
   // REQUIRES: mu held (either mode).
   Result<Sizes> SizesLocked() {
-    KMSFS_ASSIGN_OR_RETURN(uint64_t backing_size, backing->Size());
+    uint64_t backing_size = known_backing_size.load(std::memory_order_acquire);
+    if (backing_size == kUnknownSize) {
+      KMSFS_ASSIGN_OR_RETURN(backing_size, backing->Size());
+      known_backing_size.store(backing_size, std::memory_order_release);
+    }
     auto plain = format::PlaintextSizeForBackingSize(backing_size);
     if (!plain.ok()) {
       return Error(Code::kCorrupt, "file " + file_hex + ": " + plain.error().message());
@@ -607,6 +620,10 @@ Status FileContent::Impl::WriteLocked(ByteSpan data, uint64_t offset) {
     return batch.Flush();
   };
   Status st = seal_all();
+  // An overwrite inside the file leaves the backing size as it was; anything else may not.
+  if (!st.ok() || extending || resized) {
+    known_backing_size.store(kUnknownSize, std::memory_order_release);
+  }
   if (!st.ok() && (batch.wrote() || resized)) {
     if (extending) {
       Rollback(s, old_last, std::nullopt, 0, old.backing);
@@ -716,6 +733,7 @@ Status FileContent::InitializeEmpty() {
   Impl::GcmLease gcm(impl_.get(), std::move(gcm_ptr));
   Scratch& s = ThreadScratch();
   Impl::BatchWriter batch(impl_.get(), &gcm.get(), &s, 1);
+  impl_->known_backing_size.store(Impl::kUnknownSize, std::memory_order_release);
   KMSFS_RETURN_IF_ERROR(batch.Add(0, format::kEntryFinal, 0, {}));
   for (uint64_t b = 1; b < kPerGroup; ++b) KMSFS_RETURN_IF_ERROR(batch.AddEmpty(b));
   return batch.Flush();  // one full metadata page: the backing file is now 8192 bytes
@@ -756,8 +774,14 @@ Status FileContent::Truncate(uint64_t size) {
   std::unique_lock lock(impl_->mu);
   KMSFS_ASSIGN_OR_RETURN(Impl::Sizes old, impl_->SizesLocked());
   if (size == old.plain) return Status::Ok();
+  impl_->known_backing_size.store(Impl::kUnknownSize, std::memory_order_release);
   if (size > old.plain) return impl_->ExtendLocked(old, size);
   return impl_->ShrinkLocked(old, size);
+}
+
+void FileContent::ForgetBackingSize() {
+  std::unique_lock lock(impl_->mu);
+  impl_->known_backing_size.store(Impl::kUnknownSize, std::memory_order_release);
 }
 
 }  // namespace kmsfs::fs

@@ -64,6 +64,9 @@ class FileContent {
   Status Write(ByteSpan data, uint64_t offset);
   // Shrinks or extends (with holes) to exactly `size`.
   Status Truncate(uint64_t size);
+  // The backing file was changed by someone else (another FileContent over the same file):
+  // the next call reads its size again instead of trusting the one this object last saw.
+  void ForgetBackingSize();
 
  private:
   struct Impl;

@@ -278,7 +278,12 @@ Status Filesystem::Truncate(fuse_req_t req, Inode* inode, uint64_t size, fuse_fi
   }
   KMSFS_ASSIGN_OR_RETURN(auto file,
                          OpenFile::Create(volume_->id(), std::move(backing), std::move(key)));
-  return file->content().Truncate(size);
+  Status truncated = file->content().Truncate(size);
+  // A read-only open state of the file (a non-root mount) saw the old size: it must look again.
+  if (inode->open_file && inode->open_file->has_key()) {
+    inode->open_file->content().ForgetBackingSize();
+  }
+  return truncated;
 }
 
 void Filesystem::FAllocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,

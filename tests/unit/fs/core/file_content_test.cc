@@ -80,6 +80,7 @@ TEST_CASE("an empty file is a header plus one metadata page with a FINAL block 0
   }
   SECTION("a file cut to its header is corrupt, not empty") {
     f.mem.RawTruncate(4096);
+    f.content->ForgetBackingSize();  // changed behind its back: it must look again
     RequireCorrupt(f.content->Size());
   }
   SECTION("the empty file's FINAL entry is authenticated") {
@@ -681,7 +682,36 @@ TEST_CASE("read errors pass the errno through and hand out nothing", "[fs][conte
   CHECK(st.error().sys_errno() == EIO);
   faulty.Heal();
   faulty.FailSize(ENOENT);
+  fc->ForgetBackingSize();  // the size is known from the read above; ask the backing file again
   CHECK(fc->Size().error().sys_errno() == ENOENT);
+}
+
+TEST_CASE("the backing size is asked once, until the size changes or something fails",
+          "[fs][content][faults]") {
+  TestFile f;
+  REQUIRE(f.content->Write(Pattern(3 * kB), 0).ok());
+  fakes::FaultyBackingFile faulty(&f.mem);
+  auto fc = f.Reopen(&faulty);
+  CHECK(fc->Size().value() == 3 * kB);  // asks the backing file
+  faulty.FailSize(ENOENT);              // from now on it would fail
+  Bytes buf;
+  REQUIRE(ReadRange(*fc, kB, kB, &buf).ok());  // reads and overwrites inside the file: no
+  CHECK(buf == Pattern(kB, kB));
+  REQUIRE(fc->Write(Pattern(kB, 0, 5), 0).ok());
+  CHECK(fc->Size().value() == 3 * kB);
+  SECTION("an extending write drops it") {
+    REQUIRE(fc->Write(Pattern(kB, 3 * kB), 3 * kB).ok());
+    CHECK(fc->Size().error().sys_errno() == ENOENT);
+  }
+  SECTION("a truncate drops it") {
+    REQUIRE(fc->Truncate(kB).ok());
+    CHECK(fc->Size().error().sys_errno() == ENOENT);
+  }
+  SECTION("a failed write drops it") {
+    faulty.FailWritesAfter(0, ENOSPC);
+    CHECK_FALSE(fc->Write(Pattern(kB, 0, 6), 0).ok());
+    CHECK(fc->Size().error().sys_errno() == ENOENT);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
