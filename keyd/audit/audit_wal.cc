@@ -69,7 +69,9 @@ Result<WalFile> WalFile::Open(const std::string& dir, bool create, bool* created
   w.dir_ = dir;
   w.path_ = dir + "/" + kWalFileName;
   *created = false;
-  w.fd_.Reset(::open(w.path_.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+  // O_NONBLOCK until the checks below have seen a regular file: opening a FIFO or device node
+  // placed there must neither block nor wait on a device (it is refused either way).
+  w.fd_.Reset(::open(w.path_.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
   if (!w.fd_ && errno == ENOENT) {
     if (!create) return Error(Code::kNotFound, w.path_ + " does not exist", ENOENT);
     w.fd_.Reset(::open(w.path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
@@ -94,7 +96,17 @@ Result<WalFile> WalFile::Open(const std::string& dir, bool create, bool* created
   struct stat st {};
   if (::fstat(w.fd_.get(), &st) != 0) return Error::FromErrno("stat " + w.path_, errno);
   if (!S_ISREG(st.st_mode)) {
-    return Error(Code::kPermissionDenied, w.path_ + " is not a regular file. Remove it");
+    return Error(Code::kPermissionDenied,
+                 w.path_ + " is not a regular file (a FIFO, device or socket); keyd writes its " +
+                     "audit records only to a regular file in its state dir. Remove it");
+  }
+  if (st.st_nlink != 1) {
+    // Another name for the same file could be read or rewritten through a path we do not guard.
+    return Error(Code::kPermissionDenied,
+                 w.path_ + " has " + std::to_string(st.st_nlink) +
+                     " hard links; keyd's audit file must have no other name. Remove the other "
+                     "link(s) (find / -samefile " +
+                     w.path_ + ")");
   }
   if ((st.st_mode & 077) != 0) {
     return Error(Code::kPermissionDenied,
@@ -105,6 +117,11 @@ Result<WalFile> WalFile::Open(const std::string& dir, bool create, bool* created
     return Error(Code::kPermissionDenied,
                  w.path_ + " is owned by uid " + std::to_string(st.st_uid) +
                      ", not by this process or root. Fix: chown it to the user keyd runs as");
+  }
+  // A regular file ignores O_NONBLOCK, but clear it so no later write depends on that.
+  const int flags = ::fcntl(w.fd_.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(w.fd_.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    return Error::FromErrno("fcntl " + w.path_, errno);
   }
   w.size_ = static_cast<uint64_t>(st.st_size);
   return w;

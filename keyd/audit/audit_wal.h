@@ -44,8 +44,10 @@ std::vector<WalFrame> ParseWalFrames(std::string_view bytes);
 class WalFile {
  public:
   // Opens `dir`/audit.wal, O_NOFOLLOW|O_CLOEXEC; if it is missing, creates it empty (0600) when
-  // `create`, else kNotFound. Refuses (kPermissionDenied, naming the file and the fix) anything
-  // but a regular file owned by us or root with no group/other access. kIo only when a missing
+  // `create`, else kNotFound. Opens O_NONBLOCK until checked, so a FIFO or device node there
+  // cannot block. Refuses (kPermissionDenied, naming the file and the fix) anything but a regular
+  // file with one link (no other name), owned by us or root, with no group/other access. kIo only
+  // when a missing
   // file could not be created (a full or read-only disk); an existing file that cannot be opened
   // is kFailedPrecondition (it may hold records). Sets *created when it made the file.
   static Result<WalFile> Open(const std::string& dir, bool create, bool* created);

@@ -243,6 +243,44 @@ TEST_CASE("an unsafe audit.wal is refused, not written", "[audit][wal]") {
   CHECK_FALSE(std::filesystem::exists(dir.Sub("elsewhere")));
 }
 
+TEST_CASE("a FIFO or a hard-linked file at audit.wal is refused without blocking",
+          "[audit][wal]") {
+  AuditTempDir dir;
+  const std::string state = dir.Sub("state");
+  const std::string wal = state + "/audit.wal";
+  REQUIRE(::mkdir(state.c_str(), 0700) == 0);
+  std::string expect;
+  SECTION("a FIFO (no writer: a blocking open for reading would hang)") {
+    REQUIRE(::mkfifo(wal.c_str(), 0600) == 0);
+    expect = "not a regular file";
+  }
+  SECTION("a second name of another file (a hard link)") {
+    const std::string other = state + "/other";
+    WriteAll(other, "some bytes");
+    REQUIRE(::chmod(other.c_str(), 0600) == 0);
+    REQUIRE(::link(other.c_str(), wal.c_str()) == 0);
+    expect = "2 hard links";
+  }
+  auto env = Env::Open(state);
+  REQUIRE(env.ok());
+  auto trail = AuditTrail::Open(**env, QuietOptions(nullptr));
+  REQUIRE_FALSE(trail.ok());
+  INFO(trail.error().ToString());
+  CHECK(trail.error().code() == Code::kPermissionDenied);
+  CHECK(trail.error().message().find(wal) != std::string::npos);
+  CHECK(trail.error().message().find(expect) != std::string::npos);
+  // Not replaced or written: the same file is still there, unchanged.
+  struct stat st {};
+  REQUIRE(::lstat(wal.c_str(), &st) == 0);
+  if (expect == "2 hard links") {
+    CHECK(S_ISREG(st.st_mode));
+    CHECK(st.st_nlink == 2);
+    CHECK(ReadAll(wal) == "some bytes");
+  } else {
+    CHECK(S_ISFIFO(st.st_mode));
+  }
+}
+
 TEST_CASE("an audit.wal that exists but cannot be opened stops Open (it may hold records)",
           "[audit][wal]") {
   AuditTempDir dir;
