@@ -99,6 +99,13 @@ bool Matches(const AuditRecord& r, const AuditFilter& f) {
   return true;
 }
 
+// Whether a record is too long for a WAL frame (ParseWalFrames would stop at it).
+template <typename Records>
+bool HasOversized(const Records& records) {
+  return std::any_of(records.begin(), records.end(),
+                     [](const auto& r) { return r.text.size() > kWalMaxText; });
+}
+
 // Writes `data` to `fd` completely; kIo with errno.
 Status WriteAll(int fd, std::string_view data, const std::string& path) {
   while (!data.empty()) {
@@ -504,6 +511,9 @@ Status AuditTrail::CommitBatch(const std::vector<Writer*>& batch) {
       ingest_failed_ = false;
     }
     std::vector<Pending> records = Compose(wal_head_, bodies);
+    // A record longer than a frame may hold would be acknowledged but never replayed (replay
+    // stops at it, and so loses the frames after it too): such a batch goes straight to LMDB.
+    if (HasOversized(records)) return CommitDirect(std::move(*txn), std::move(records));
     std::string frames;
     for (const Pending& r : records) AppendWalFrame(r.sequence, r.text, &frames);
     if (frames.size() > wal_.size()) return CommitDirect(std::move(*txn), std::move(records));
@@ -526,6 +536,7 @@ Status AuditTrail::CommitBatch(const std::vector<Writer*>& batch) {
         wal_offset_ = 0;
       }
       records = Compose(wal_head_, bodies);
+      if (HasOversized(records)) return CommitDirect(std::move(*txn), std::move(records));
       frames.clear();
       for (const Pending& r : records) AppendWalFrame(r.sequence, r.text, &frames);
       if (frames.size() > wal_.size()) return CommitDirect(std::move(*txn), std::move(records));

@@ -313,6 +313,43 @@ TEST_CASE("without a WAL (wal_bytes 0), one left by an earlier run is replayed a
   CHECK((*trail)->VerifyChain()->message == "verified 1..6");
 }
 
+TEST_CASE("a record longer than a WAL frame may hold is committed in LMDB, and survives a crash",
+          "[audit][wal]") {
+  AuditTempDir dir;
+  const std::string state = dir.Sub("state");
+  auto env = Env::Open(state);
+  REQUIRE(env.ok());
+  AuditTrail::Options o = WalOnly();
+  o.wal_bytes = uint64_t{4} << 20;  // room for the big frame: only the text limit can decide
+  auto trail = AuditTrail::Open(**env, o);
+  REQUIRE(trail.ok());
+  AuditRecord big = SampleRecord(2);
+  big.detail = std::string(kWalMaxText + 1000, 'd');
+  REQUIRE((*trail)->Append(SampleRecord(1)).ok());  // WAL only
+  CHECK(LmdbRecords(**env) == 0);
+  REQUIRE((*trail)->Append(big).ok());
+  CHECK(LmdbRecords(**env) == 2);  // committed directly, together with the pending record 1
+  REQUIRE((*trail)->Append(SampleRecord(3)).ok());  // back to the WAL
+  CHECK(LmdbRecords(**env) == 2);
+
+  // A crash now: record 3 is only in the WAL, after an offset reset; all three come back.
+  const std::string copy = dir.Sub("copy");
+  CopyState(state, copy);
+  for (const auto& f : ParseWalFrames(ReadAll(copy + "/audit.wal"))) {
+    CHECK(f.text.size() <= kWalMaxText);
+  }
+  auto env2 = Env::Open(copy);
+  REQUIRE(env2.ok());
+  auto trail2 = AuditTrail::Open(**env2, QuietOptions(nullptr));
+  REQUIRE(trail2.ok());
+  const auto all = AllRecords(**trail2);
+  REQUIRE(all.size() == 3);
+  CheckDenseAndChained(all);
+  CHECK(all[1].record.detail == big.detail);
+  CHECK(all[2].record.detail == SampleRecord(3).detail);
+  CHECK((*trail2)->VerifyChain()->message == "verified 1..3");
+}
+
 TEST_CASE("the WAL file is preallocated with written zeros, mode 0600", "[audit][wal]") {
   AuditTempDir dir("/var/tmp");
   auto env = Env::Open(dir.Sub("state"));
