@@ -348,7 +348,9 @@ Status AuditTrail::OpenWal() {
   KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_.BeginWrite());
   KMSFS_ASSIGN_OR_RETURN(Checkpoint head, ReadHeadIn(txn, dbs_.meta));
   std::vector<Pending> kept;
+  uint64_t frame_end = 0, kept_end = 0;  // where frame f ends in the file; the last kept one's
   for (WalFrame& f : frames) {
+    frame_end += kWalFrameOverhead + f.text.size();
     if (f.sequence <= head.sequence) continue;  // ingested before
     const Checkpoint base =
         kept.empty() ? head : Checkpoint{kept.back().sequence, kept.back().hash, 0};
@@ -385,12 +387,20 @@ Status AuditTrail::OpenWal() {
     }
     p.text = std::move(f.text);
     kept.push_back(std::move(p));
+    kept_end = frame_end;
   }
   if (!kept.empty()) {
     std::vector<const Pending*> ptrs;
     for (const Pending& p : kept) ptrs.push_back(&p);
-    KMSFS_RETURN_IF_ERROR(PutComposed(txn, ptrs));
-    KMSFS_RETURN_IF_ERROR(txn.Commit());
+    Status s = PutComposed(txn, ptrs);
+    if (s.ok()) s = txn.Commit();
+    if (!s.ok()) {
+      if (s.code() != Code::kIo) return s;
+      // A full (or failing) disk. The records are durable in the file, so keyd can start with
+      // them pending, fail closed as it would at runtime: every batch is refused until an ingest
+      // succeeds (CommitBatch retries it first), and readers see them meanwhile.
+      return KeepPendingAtOpen(std::move(*file), std::move(kept), kept_end, s);
+    }
     head = Checkpoint{kept.back().sequence, kept.back().hash, kept.back().time_us};
     Log()->info("audit trail: {} record(s) ({}..{}) replayed from {}", kept.size(),
                 kept.front().sequence, kept.back().sequence, file->path());
@@ -414,6 +424,44 @@ Status AuditTrail::OpenWal() {
   wal_head_ = head;
   wal_offset_ = 0;
   wal_ = std::move(*file);
+  return Status::Ok();
+}
+
+Status AuditTrail::KeepPendingAtOpen(WalFile file, std::vector<Pending> kept, uint64_t end,
+                                     const Status& ingest_error) {
+  // New frames go after the kept ones. Never shrink the file below them (a smaller wal_bytes
+  // than the last run's); with wal_bytes 0 the file is used as it is until the next Open.
+  const uint64_t want = options_.wal_bytes > 0 ? std::max(options_.wal_bytes, end) : file.size();
+  if (want > file.size()) {
+    Status grown = file.Preallocate(want, /*sync_dir=*/false);
+    if (!grown.ok()) {
+      // Growing failed: only what the file held before is certain, and its records are still
+      // there (Preallocate only appends). Without room for new frames, refuse to start.
+      return Error(Code::kIo,
+                   "audit records pending in " + file.path() + " could not be moved into " +
+                       "data.mdb (" + ingest_error.ToString() + ") and the file could not be " +
+                       "grown to " + std::to_string(want) + " bytes (" + grown.ToString() +
+                       "); free disk space and start keyd again",
+                   ingest_error.error().sys_errno());
+    }
+  }
+  Log()->critical(
+      "audit trail: {} record(s) ({}..{}) pending in {} could not be moved into data.mdb at "
+      "start: {}. keyd runs, but refuses every audited request until that succeeds (free disk "
+      "space); the records stay durable in the file",
+      kept.size(), kept.front().sequence, kept.back().sequence, file.path(),
+      ingest_error.ToString());
+  failed_ingests_.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard fail_lock(fail_mu_);
+    ++failures_since_ok_;  // the first successful commit then logs "recovered"
+  }
+  std::lock_guard lock(wal_mu_);
+  wal_head_ = Checkpoint{kept.back().sequence, kept.back().hash, kept.back().time_us};
+  pending_.assign(std::make_move_iterator(kept.begin()), std::make_move_iterator(kept.end()));
+  wal_offset_ = end;
+  ingest_failed_ = true;
+  wal_ = std::move(file);
   return Status::Ok();
 }
 

@@ -90,7 +90,8 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   // Opens (creating if needed) "audit" and "audit_meta" in `env`, which must outlive the trail,
   // and the WAL (creating and preallocating it; if that fails, e.g. on a full disk, it warns once
   // and commits every batch in LMDB). Replays the WAL: records durable there but not in LMDB are
-  // ingested. kFailedPrecondition for a trail written in another layout (e.g. the interim
+  // ingested; if that commit fails with kIo (a full disk), they stay pending in the WAL and the
+  // trail starts fail-closed (Append refuses until an ingest succeeds). kFailedPrecondition for a trail written in another layout (e.g. the interim
   // sink's); kCorrupt when valid WAL records do not continue the LMDB head (a WAL of another
   // history: tamper evidence, never dropped silently); kPermissionDenied for an unsafe WAL file.
   // Call at startup, never while this thread holds a WriteTxn.
@@ -163,6 +164,10 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   };
   AuditTrail(Env& env, Dbs dbs, Options options);
   Status OpenWal();  // at Open: create/replay/preallocate; leaves wal_ invalid to run without
+  // At Open, when the replay's LMDB commit failed with kIo: keeps `kept` (the frames up to `end`)
+  // pending in `file` with ingest_failed_ set, so keyd starts fail-closed instead of not at all.
+  Status KeepPendingAtOpen(WalFile file, std::vector<Pending> kept, uint64_t end,
+                           const Status& ingest_error);
   Status CommitBatch(const std::vector<Writer*>& batch);
   Status CommitDirect(WriteTxn txn, std::vector<Pending> records);
   Status WriteRecords(WriteTxn& txn, const std::vector<const std::string*>& bodies);

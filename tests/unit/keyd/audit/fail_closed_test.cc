@@ -129,5 +129,87 @@ TEST_CASE("a full disk makes Append fail with ENOSPC, and it recovers", "[audit]
   SECTION("without it (wal_bytes 0: every commit in LMDB)") { FullDiskCase(0); }
 }
 
+// keyd stopped while the disk was full (its last Flush failed, so records are pending in
+// audit.wal) and starts again while it is still full: the replay's LMDB commit fails, yet Open
+// succeeds, fail-closed — the records are readable, requests are refused — and once space
+// returns the next Append ingests them and continues the chain.
+TEST_CASE("Open with records pending in the WAL on a full disk starts fail-closed",
+          "[audit][fail-closed]") {
+  if (::geteuid() != 0) {
+    WARN("SKIPPED: mounting the 4 MiB tmpfs this test fills needs root (CI runs tests as root)");
+    return;
+  }
+  AuditTempDir base;
+  const std::string mnt = base.Sub("mnt");
+  REQUIRE(::mkdir(mnt.c_str(), 0700) == 0);
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=0700") != 0) {
+    WARN("SKIPPED: cannot mount a tmpfs here (" << std::strerror(errno) << ")");
+    return;
+  }
+  ScopeExit unmount([&] { ::umount2(mnt.c_str(), MNT_DETACH); });
+  const std::string state = mnt + "/state";
+  const std::string filler = mnt + "/filler";
+
+  StepClock clock;
+  AuditTrail::Options options = QuietOptions(&clock);
+  options.failure_log_interval_us = 3'600'000'000;
+  options.wal_bytes = uint64_t{2} << 20;
+  options.ingest_every = 1'000'000;  // nothing reaches LMDB but by Flush
+  constexpr int kInLmdb = 10, kInWal = 1500;
+  {
+    auto env = Env::Open(state);
+    REQUIRE(env.ok());
+    auto trail = AuditTrail::Open(**env, options);
+    REQUIRE(trail.ok());
+    for (int i = 1; i <= kInLmdb; ++i) REQUIRE((*trail)->Append(SampleRecord(i)).ok());
+    REQUIRE((*trail)->Flush().ok());
+    for (int i = kInLmdb + 1; i <= kInLmdb + kInWal; ++i) {
+      REQUIRE((*trail)->Append(SampleRecord(i)).ok());
+    }
+    FillUp(filler);
+    CHECK((*trail)->Flush().code() == Code::kIo);  // so the destructor's Flush fails too
+  }
+
+  auto env = Env::Open(state);
+  REQUIRE(env.ok());
+  auto trail = AuditTrail::Open(**env, options);
+  INFO((trail.ok() ? std::string("ok") : trail.error().ToString()));
+  REQUIRE(trail.ok());
+  CHECK((*trail)->GetStats().failed_ingests == 1);
+  auto all = (*trail)->Tail(0, 10000);  // the pending records are served from the WAL
+  REQUIRE(all.ok());
+  REQUIRE(all->records.size() == kInLmdb + kInWal);
+  CHECK(all->records.back().record.detail == SampleRecord(kInLmdb + kInWal).detail);
+
+  // Fail closed, as at runtime: refused with ENOSPC, nothing written.
+  for (int i = 0; i < 3; ++i) {
+    Status s = (*trail)->Append(SampleRecord(5000 + i));
+    CHECK(s.code() == Code::kIo);
+    CHECK(s.error().sys_errno() == ENOSPC);
+  }
+  CHECK((*trail)->Head()->sequence == kInLmdb + kInWal);
+
+  REQUIRE(::unlink(filler.c_str()) == 0);  // space returns
+  REQUIRE((*trail)->Append(SampleRecord(6000)).ok());
+  CHECK((*trail)->GetStats().ingests == 1);
+  auto v = (*trail)->VerifyChain();
+  REQUIRE(v.ok());
+  CHECK(v->ok);
+  CHECK(v->last == kInLmdb + kInWal + 1);
+  auto last = (*trail)->Tail(kInLmdb + kInWal, 10);
+  REQUIRE(last.ok());
+  REQUIRE(last->records.size() == 1);
+  CHECK(last->records[0].record.detail == SampleRecord(6000).detail);
+
+  // And a restart with space: the same trail.
+  trail->reset();
+  env->reset();
+  env = Env::Open(state);
+  REQUIRE(env.ok());
+  trail = AuditTrail::Open(**env, options);
+  REQUIRE(trail.ok());
+  CHECK((*trail)->VerifyChain()->last == kInLmdb + kInWal + 1);
+}
+
 }  // namespace
 }  // namespace kmsfs::keyd
