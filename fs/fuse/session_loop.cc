@@ -4,10 +4,12 @@
 #include <signal.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <utility>
 
+#include "common/log/log.h"
 #include "fs/fuse/request_kind.h"
 
 namespace kmsfs::fs {
@@ -17,6 +19,15 @@ namespace {
 // largest request size (1 MiB + a page), so allocating one per hand-off would cost an mmap,
 // page faults and an munmap for every large write.
 constexpr size_t kMaxSpareBuffers = 4;
+
+// How often the watchdog looks at the reader. A stall is seen after one to two periods; the
+// cost is this many wake-ups per second of one otherwise idle thread.
+constexpr auto kStallCheck = std::chrono::milliseconds(10);
+
+// Interrupts the relief reader's read(2) when the loop ends (StopRelief). A real-time signal
+// nobody else sends; its handler does nothing and is installed without SA_RESTART.
+int KickSignal() { return SIGRTMIN + 1; }
+void IgnoreKick(int) {}
 
 }  // namespace
 
@@ -34,19 +45,31 @@ SessionLoop::SessionLoop(fuse_session* session, size_t max_workers, bool sync_is
       sync_is_free_(sync_is_free) {}
 
 SessionLoop::~SessionLoop() {
+  StopRelief();  // only if Run never ran to its end
   {
     std::lock_guard lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
-  for (std::thread& t : workers_) {
-    if (t.joinable()) t.join();
+  {
+    std::lock_guard lock(start_mu_);
+    for (std::thread& t : workers_) {
+      if (t.joinable()) t.join();
+    }
   }
   for (fuse_buf& buf : queue_) std::free(buf.mem);  // only if Run never ran to its end
   for (void* mem : spare_) std::free(mem);
 }
 
 int SessionLoop::Run() {
+  struct sigaction kick {}, old_kick {};
+  kick.sa_handler = IgnoreKick;  // no SA_RESTART: the relief reader's read(2) must end
+  sigemptyset(&kick.sa_mask);
+  ::sigaction(KickSignal(), &kick, &old_kick);
+  {
+    SignalsBlocked blocked;
+    watchdog_ = std::thread([this] { Watch(); });
+  }
   fuse_buf buf{};  // mem null: libfuse allocates it on the first read
   int res = 0;
   while (fuse_session_exited(session_) == 0) {
@@ -55,25 +78,44 @@ int SessionLoop::Run() {
     if (res <= 0) break;  // 0: unmounted or exited (a signal)
     // Requests arrive in memory: splice is never negotiated (Filesystem::Init), so no buffer
     // refers to this thread's pipe and any thread may process it.
-    if ((buf.flags & FUSE_BUF_IS_FD) != 0 || RunsInline(buf.mem, buf.size, sync_is_free_)) {
+    // Inline only while no handed-off request is queued or running: a worker may hold an
+    // inode's locks for a long time (fallocate or a truncate sealing a large hole, an fsync on a
+    // slow disk, a 1 MiB write), and an inline lookup, stat or release of that inode would wait
+    // for it with the reader — and every other request on the mount — behind it. With workers
+    // busy, the reader only reads and hands off, as fuse_session_loop_mt's threads would.
+    if ((buf.flags & FUSE_BUF_IS_FD) != 0 ||
+        (in_flight_.load(std::memory_order_acquire) == 0 &&
+         RunsInline(buf.mem, buf.size, sync_is_free_))) {
+      inline_seq_.fetch_add(1, std::memory_order_relaxed);
+      inline_active_.store(true, std::memory_order_release);
       fuse_session_process_buf(session_, &buf);
+      inline_active_.store(false, std::memory_order_release);
     } else {
       HandOff(&buf);
     }
   }
   std::free(buf.mem);
+  StopRelief();
+  ::sigaction(KickSignal(), &old_kick, nullptr);
   {
     std::lock_guard lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
-  for (std::thread& t : workers_) t.join();
-  workers_.clear();
+  {
+    std::lock_guard lock(start_mu_);
+    for (std::thread& t : workers_) t.join();
+    workers_.clear();
+  }
+  if (const uint64_t n = reliefs_.load(); n > 0) {
+    log::Get("fs.fuse")->debug("a relief reader served {} time(s) while a request was slow", n);
+  }
   return res < 0 ? res : 0;
 }
 
 void SessionLoop::HandOff(fuse_buf* buf) {
   bool start = false;
+  in_flight_.fetch_add(1, std::memory_order_acq_rel);
   {
     std::lock_guard lock(mu_);
     queue_.push_back(*buf);
@@ -84,7 +126,8 @@ void SessionLoop::HandOff(fuse_buf* buf) {
     }
     // A worker per waiting request, up to the bound; idle ones are reused (most recently
     // idle first is up to the condition variable).
-    start = queue_.size() > idle_ && workers_.size() < max_workers_;
+    start = queue_.size() > idle_ && started_ < max_workers_;
+    if (start) ++started_;
   }
   if (!start) {
     cv_.notify_one();
@@ -92,6 +135,7 @@ void SessionLoop::HandOff(fuse_buf* buf) {
   }
   try {
     SignalsBlocked blocked;
+    std::lock_guard lock(start_mu_);
     workers_.emplace_back([this] { Work(); });
     return;
   } catch (const std::exception&) {
@@ -100,11 +144,13 @@ void SessionLoop::HandOff(fuse_buf* buf) {
   fuse_buf own{};
   {
     std::lock_guard lock(mu_);
+    --started_;
     if (queue_.size() <= idle_) return;  // a worker became free meanwhile and takes it
     own = queue_.back();
     queue_.pop_back();
   }
   fuse_session_process_buf(session_, &own);
+  in_flight_.fetch_sub(1, std::memory_order_acq_rel);
   std::free(own.mem);
 }
 
@@ -119,6 +165,7 @@ void SessionLoop::Work() {
     queue_.pop_front();
     lock.unlock();
     fuse_session_process_buf(session_, &buf);
+    in_flight_.fetch_sub(1, std::memory_order_acq_rel);
     lock.lock();
     if (spare_.size() < kMaxSpareBuffers) {
       spare_.push_back(buf.mem);
@@ -126,6 +173,64 @@ void SessionLoop::Work() {
       std::free(buf.mem);
     }
   }
+}
+
+void SessionLoop::Watch() {
+  uint64_t seen = 0;
+  bool was_active = false;
+  std::unique_lock lock(watch_mu_);
+  while (!watch_cv_.wait_for(lock, kStallCheck, [this] { return watch_stop_; })) {
+    const bool active = inline_active_.load(std::memory_order_acquire);
+    const uint64_t seq = inline_seq_.load(std::memory_order_acquire);
+    if (active && was_active && seq == seen && !relief_running_.load()) {
+      if (relief_.joinable()) relief_.join();  // the previous relief has ended (not running)
+      relief_running_.store(true);
+      try {
+        relief_ = std::thread([this, seq] { Relieve(seq); });  // inherits: all signals blocked
+        reliefs_.fetch_add(1, std::memory_order_relaxed);
+      } catch (const std::exception&) {
+        relief_running_.store(false);  // no thread now; the next look tries again
+      }
+    }
+    seen = seq;
+    was_active = active;
+  }
+}
+
+void SessionLoop::Relieve(uint64_t stuck_seq) {
+  sigset_t only_kick;
+  sigfillset(&only_kick);
+  sigdelset(&only_kick, KickSignal());
+  pthread_sigmask(SIG_SETMASK, &only_kick, nullptr);
+  fuse_buf buf{};
+  while (fuse_session_exited(session_) == 0 &&
+         inline_active_.load(std::memory_order_acquire) &&
+         inline_seq_.load(std::memory_order_acquire) == stuck_seq) {
+    const int res = fuse_session_receive_buf(session_, &buf);
+    if (res == -EINTR) continue;  // the kick (StopRelief): look again
+    if (res <= 0) break;          // unmounted: libfuse has marked the session exited
+    HandOff(&buf);                // never inline: the relief must not get stuck itself
+  }
+  std::free(buf.mem);
+  relief_running_.store(false);
+}
+
+void SessionLoop::StopRelief() {
+  if (watchdog_.joinable()) {
+    {
+      std::lock_guard lock(watch_mu_);
+      watch_stop_ = true;
+    }
+    watch_cv_.notify_all();
+    watchdog_.join();
+  }
+  // The reader has left its loop (inline_active_ is false), so a relief reader ends as soon as
+  // its read(2) returns; a request or the kick makes it return.
+  while (relief_running_.load()) {
+    pthread_kill(relief_.native_handle(), KickSignal());
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (relief_.joinable()) relief_.join();
 }
 
 }  // namespace kmsfs::fs

@@ -3,7 +3,9 @@
 
 #include <signal.h>
 
+#include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <cstddef>
 #include <deque>
 #include <mutex>
@@ -18,7 +20,17 @@ namespace kmsfs::fs {
 // One reader thread (the caller of Run) reads every request from /dev/fuse and answers the
 // short ones itself (RunsInline: lookups, attributes, small reads and writes, ...); the rest
 // (everything that may ask keyd or sync the disk, and large I/O) it hands to a pool of at most
-// `max_workers` worker threads, started when needed, and reads on at once.
+// `max_workers` worker threads, started when needed, and reads on at once. While any handed-off
+// request is queued or running, the reader answers nothing itself: a worker may hold an inode's
+// locks for long (fallocate, a truncate, a slow fsync), and the reader must never wait behind it.
+//
+// A request answered inline can still take long for reasons no classification sees in advance
+// (a small write far past the end of a large sparse file seals every block of the hole; the
+// FORGET of a deleted file closes its backing file, and the backing filesystem frees its blocks
+// in that close). So a watchdog thread checks every kStallCheck whether the reader is still in
+// the same inline request it saw last time; if so, it starts a relief reader that reads and
+// hands off (never answers inline) until the reader is back. Other requests on the mount then
+// wait at most ~2 kStallCheck behind one slow request, as with fuse_session_loop_mt.
 //
 // Why not fuse_session_loop_mt: its threads all block in read(2) on /dev/fuse, and the kernel
 // wakes them first-come first-served, so every request of a single client lands on a different
@@ -64,8 +76,16 @@ class SessionLoop {
   };
 
   void Work();
-  // Hands `buf` to a worker and gives the reader a recycled buffer in its place.
+  // Hands `buf` to a worker and gives the caller a recycled buffer in its place. Called by the
+  // reader and the relief reader.
   void HandOff(fuse_buf* buf);
+  // The watchdog thread (see the class comment) and the relief reader it starts, which serves
+  // while the reader is still in inline request number `stuck_seq`.
+  void Watch();
+  void Relieve(uint64_t stuck_seq);
+  // Ends Watch and Relieve (Run, after its loop): the relief reader may be blocked in read(2),
+  // which kKickSignal interrupts.
+  void StopRelief();
 
   fuse_session* const session_;
   const size_t max_workers_;
@@ -74,9 +94,26 @@ class SessionLoop {
   std::condition_variable cv_;
   std::deque<fuse_buf> queue_;  // guarded by mu_: requests waiting for a worker
   std::vector<void*> spare_;    // guarded by mu_: request buffers (libfuse-malloc'ed) to reuse
-  std::vector<std::thread> workers_;  // started by the reader only
+  std::vector<std::thread> workers_;  // guarded by start_mu_ (joined by Run at the end)
+  std::mutex start_mu_;
+  size_t started_ = 0;                // guarded by mu_: workers started (bound: max_workers_)
   size_t idle_ = 0;                   // guarded by mu_: workers waiting for a request
+  // Requests handed off and not yet answered (queued or running); the reader answers inline
+  // only while this is 0 (Run).
+  std::atomic<size_t> in_flight_{0};
   bool stop_ = false;                 // guarded by mu_
+
+  // The reader numbers the inline requests it starts and says whether it is in one; the
+  // watchdog compares two looks kStallCheck apart.
+  std::atomic<uint64_t> inline_seq_{0};
+  std::atomic<bool> inline_active_{false};
+  std::mutex watch_mu_;
+  std::condition_variable watch_cv_;
+  bool watch_stop_ = false;  // guarded by watch_mu_
+  std::thread watchdog_;     // started and joined by Run
+  std::thread relief_;       // started and joined by the watchdog; the last one by StopRelief
+  std::atomic<bool> relief_running_{false};
+  std::atomic<uint64_t> reliefs_{0};  // how many times a relief reader was started (a debug line)
 };
 
 }  // namespace kmsfs::fs

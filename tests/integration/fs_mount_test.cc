@@ -6,12 +6,15 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/integration/fs_harness.h"
@@ -264,6 +267,68 @@ TEST_CASE("kmsfs info shows the volume without keys", "[fs][cli]") {
   CHECK(r.out.find("Verified:  no") != std::string::npos);
   auto missing = Run({KmsfsBinary(), "info", box.Path("nothing-here")});
   CHECK(missing.exit_code != 0);
+}
+
+}  // namespace
+}  // namespace kmsfs::it
+
+namespace kmsfs::it {
+namespace {
+
+// The session loop answers short requests on its reader thread; one that turns out slow must
+// not hold up the rest of the mount (fs/fuse/session_loop.h: the watchdog's relief reader).
+TEST_CASE("a slow small write does not hold up other requests on the mount", "[fs][mount][loop]") {
+  MountedVolume v;
+  WriteFile(v.P("other"), "still here");
+  // In its own directory: a lookup or listing that reaches the file being written waits for
+  // its size (FileContent's lock) while the write runs, and the kernel holds the directory
+  // meanwhile — what this test is about is the other directories.
+  REQUIRE(::mkdir(v.P("slow").c_str(), 0755) == 0);
+  WriteFile(v.P("slow/sparse"), "");
+  // One byte 64 GiB past the end: a 1-byte WRITE (answered inline), which seals every block of
+  // the 64 GiB hole first — seconds of work in the daemon.
+  std::atomic<bool> done{false};
+  std::thread slow([&] {
+    const int fd = ::open(v.P("slow/sparse").c_str(), O_WRONLY);
+    if (fd >= 0) {
+      CHECK(::pwrite(fd, "x", 1, off_t{64} << 30) == 1);
+      ::close(fd);
+    }
+    done = true;
+  });
+  // Wait until the daemon is in it: the backing file grows as the hole's blocks are sealed.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  bool growing = false;
+  while (!growing && !done && std::chrono::steady_clock::now() < deadline) {
+    for (const auto& e : std::filesystem::recursive_directory_iterator(v.cipherdir)) {
+      std::error_code ec;
+      if (e.is_regular_file(ec) && e.file_size(ec) > (uint64_t{8} << 20)) growing = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling the backing store
+  }
+  REQUIRE(growing);
+  // Meanwhile, other files are looked up, read and written, and a directory is listed.
+  const auto started = std::chrono::steady_clock::now();
+  for (int i = 0; i < 20; ++i) {
+    CHECK(ReadFile(v.P("other")) == "still here");
+    WriteFile(v.P("new" + std::to_string(i)), "n");
+    struct stat st;
+    CHECK(::stat(v.P("new" + std::to_string(i)).c_str(), &st) == 0);
+  }
+  size_t listed = 0;
+  for (const auto& e : std::filesystem::directory_iterator(v.mountpoint)) listed += !e.path().empty();
+  CHECK(listed == 22);  // other, slow, new0..new19
+  const bool slow_still_running = !done;
+  const auto took = std::chrono::steady_clock::now() - started;
+  slow.join();
+  INFO("the other requests took "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+  // They finished while the slow write was still being served (they did not wait for it).
+  CHECK(slow_still_running);
+  struct stat st;
+  REQUIRE(::stat(v.P("slow/sparse").c_str(), &st) == 0);
+  CHECK(st.st_size == (off_t{64} << 30) + 1);
+  CHECK(v.mount->Unmount());
 }
 
 }  // namespace
