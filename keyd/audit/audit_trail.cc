@@ -331,6 +331,7 @@ Status AuditTrail::OpenWal() {
   const bool use = options_.wal_bytes > 0;
   bool created = false;
   auto file = WalFile::Open(env_.dir(), /*create=*/use, &created);
+  if (file.ok()) file->set_fault_for_test(options_.wal_fault_for_test);
   if (!file.ok()) {
     if (!use && file.error().code() == Code::kNotFound) return Status::Ok();
     // An unsafe or unreadable existing file: refuse to start (it may hold records).
@@ -550,6 +551,7 @@ Status AuditTrail::CommitBatch(const std::vector<Writer*>& batch) {
       NoteIngested(bodies.size());
       return Status::Ok();
     }
+    KMSFS_RETURN_IF_ERROR(EraseLeftover());
     KMSFS_ASSIGN_OR_RETURN(Checkpoint lmdb, ReadHeadForWrite(*txn));
     KMSFS_RETURN_IF_ERROR(Reconcile(lmdb));
     if (pending_.empty()) {
@@ -596,7 +598,11 @@ Status AuditTrail::CommitBatch(const std::vector<Writer*>& batch) {
       // administrative record has taken their sequence numbers.
       Status erased = wal_.Write(wal_offset_, std::string(frames.size(), '\0'));
       if (!erased.ok()) {
-        Log()->error("audit WAL: erasing a failed write also failed: {}", erased.ToString());
+        Log()->error(
+            "audit WAL: erasing a failed write also failed: {}; nothing is written until it is "
+            "erased",
+            erased.ToString());
+        unerased_.emplace(wal_offset_, frames.size());
       }
       return s;
     }
@@ -612,10 +618,24 @@ Status AuditTrail::CommitBatch(const std::vector<Writer*>& batch) {
   }
 }
 
+Status AuditTrail::EraseLeftover() {
+  if (!unerased_) return Status::Ok();
+  Status s = wal_.Write(unerased_->first, std::string(unerased_->second, '\0'));
+  if (!s.ok()) {
+    return Error(Code::kIo,
+                 "bytes of a failed audit WAL write cannot be erased (" + s.ToString() +
+                     "); nothing is written to the audit trail until they are",
+                 s.error().sys_errno());
+  }
+  unerased_.reset();
+  return Status::Ok();
+}
+
 Status AuditTrail::Flush() {
   if (!wal_.valid()) return Status::Ok();
   try {
     KMSFS_ASSIGN_OR_RETURN(WriteTxn txn, env_.BeginWrite());
+    KMSFS_RETURN_IF_ERROR(EraseLeftover());
     KMSFS_ASSIGN_OR_RETURN(Checkpoint lmdb, ReadHeadForWrite(txn));
     KMSFS_RETURN_IF_ERROR(Reconcile(lmdb));
     if (pending_.empty()) return Status::Ok();
@@ -704,6 +724,7 @@ Status AuditTrail::AppendInTxn(WriteTxn& txn, AuditRecord record) {
   if (!wal_.valid()) {
     KMSFS_RETURN_IF_ERROR(WriteRecords(txn, {&body}));
   } else {
+    KMSFS_RETURN_IF_ERROR(EraseLeftover());  // `txn` holds the writer lock
     KMSFS_ASSIGN_OR_RETURN(Checkpoint lmdb, ReadHeadForWrite(txn));
     std::lock_guard lock(wal_mu_);
     // What `txn` sees may include its own earlier AppendInTxn records (not committed), so nothing
@@ -786,6 +807,8 @@ AuditTrail::Stats AuditTrail::GetStats() const {
   s.loud_logs = loud_logs_.load();
   s.ingests = ingests_.load();
   s.failed_ingests = failed_ingests_.load();
+  std::lock_guard lock(queue_mu_);
+  s.queued = queue_.size();
   return s;
 }
 

@@ -38,6 +38,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/base/status.h"
@@ -75,6 +76,8 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
     // requests can still succeed after the disk filled up (their WAL records are durable) before
     // a failing ingest makes the trail refuse.
     size_t ingest_every = 256;
+    // Test only: fault injection into audit.wal writes (WalFile::set_fault_for_test).
+    std::function<int(bool sync)> wal_fault_for_test;
   };
   struct Stats {
     uint64_t appended = 0;        // records made durable by Append
@@ -85,6 +88,7 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
     uint64_t in_txn = 0;          // AppendInTxn calls that wrote a record (commit not known)
     uint64_t max_batch = 0;       // largest batch so far
     uint64_t loud_logs = 0;       // critical "cannot be written" lines (the rate limiter's output)
+    uint64_t queued = 0;          // Append callers queued now (the leader included)
   };
 
   // Opens (creating if needed) "audit" and "audit_meta" in `env`, which must outlive the trail,
@@ -169,6 +173,10 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   Status KeepPendingAtOpen(WalFile file, std::vector<Pending> kept, uint64_t end,
                            const Status& ingest_error);
   Status CommitBatch(const std::vector<Writer*>& batch);
+  // Zeros (and fdatasyncs) the frames of a failed WAL write whose first erasure failed too. Until
+  // that succeeds nothing else may change the WAL or the trail (see unerased_). Caller holds the
+  // writer lock.
+  Status EraseLeftover();
   Status CommitDirect(WriteTxn txn, std::vector<Pending> records);
   Status WriteRecords(WriteTxn& txn, const std::vector<const std::string*>& bodies);
   // Puts already composed records into `txn` (kNoOverwrite; an existing key is kCorrupt), the
@@ -194,7 +202,7 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   const Dbs dbs_;
   const Options options_;
 
-  std::mutex queue_mu_;
+  mutable std::mutex queue_mu_;
   std::deque<Writer*> queue_;    // GUARDED_BY(queue_mu_); the front is the leader
   size_t expected_writers_ = 0;  // GUARDED_BY(queue_mu_); callers seen around the last commit
   int64_t last_commit_ns_ = 0;   // GUARDED_BY(queue_mu_); how long the last commit took
@@ -213,6 +221,12 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   std::deque<Pending> pending_;  // durable in the WAL, not known to be in LMDB; in sequence order
   uint64_t wal_offset_ = 0;      // where the next frames go
   bool ingest_failed_ = false;   // the last ingest failed: the next leader retries it first
+  // The range (offset, length) of a failed WAL write that could not be zeroed. Its frames may be
+  // intact on disk; once an admin record (or a later batch) took their sequence numbers, a replay
+  // after a crash would find valid frames that do not chain and report a false kCorrupt. So the
+  // next leader, AppendInTxn and Flush erase it first and refuse to go on while that fails.
+  // Used only under the writer lock.
+  std::optional<std::pair<uint64_t, uint64_t>> unerased_;
 
   std::mutex fail_mu_;               // the loud-failure rate limiter
   int64_t last_failure_log_us_ = 0;  // GUARDED_BY(fail_mu_)

@@ -170,6 +170,11 @@ Status WalFile::Write(uint64_t offset, std::string_view data) {
   if (offset + data.size() > size_) {
     return Error(Code::kInternal, "audit WAL write past the end of " + path_);
   }
+  if (fault_) {
+    if (const int err = fault_(/*sync=*/false); err != 0) {
+      return Error::FromErrno("write " + path_, err);
+    }
+  }
   while (!data.empty()) {
     const ssize_t n = ::pwrite(fd_.get(), data.data(), data.size(), static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
@@ -177,6 +182,11 @@ Status WalFile::Write(uint64_t offset, std::string_view data) {
     if (n == 0) return Error(Code::kIo, "write " + path_ + ": no progress", EIO);
     data.remove_prefix(static_cast<size_t>(n));
     offset += static_cast<uint64_t>(n);
+  }
+  if (fault_) {
+    if (const int err = fault_(/*sync=*/true); err != 0) {
+      return Error::FromErrno("fdatasync " + path_, err);
+    }
   }
   if (::fdatasync(fd_.get()) != 0) return Error::FromErrno("fdatasync " + path_, errno);
   return Status::Ok();

@@ -14,8 +14,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/base/status.h"
@@ -63,6 +65,9 @@ class WalFile {
   Status Preallocate(uint64_t bytes, bool sync_dir);
   // pwrite of all of `data` at `offset`, then fdatasync. kIo with the errno.
   Status Write(uint64_t offset, std::string_view data);
+  // Test only (fault injection): called before each pwrite (`sync` false) and each fdatasync
+  // (`sync` true) of Write; a nonzero errno fails that step as if the call had returned it.
+  void set_fault_for_test(std::function<int(bool sync)> fault) { fault_ = std::move(fault); }
 
   bool valid() const { return fd_.valid(); }
   uint64_t size() const { return size_; }
@@ -72,6 +77,7 @@ class WalFile {
   UniqueFd fd_;
   std::string path_, dir_;
   uint64_t size_ = 0;
+  std::function<int(bool sync)> fault_;
 };
 
 }  // namespace kmsfs::keyd
