@@ -186,14 +186,17 @@ struct FileContent::Impl {
   // REQUIRES: mu held (either mode).
   Result<Sizes> SizesLocked() {
     uint64_t backing_size = known_backing_size.load(std::memory_order_acquire);
-    if (backing_size == kUnknownSize) {
+    const bool cached = backing_size != kUnknownSize;
+    if (!cached) {
       KMSFS_ASSIGN_OR_RETURN(backing_size, backing->Size());
-      known_backing_size.store(backing_size, std::memory_order_release);
     }
     auto plain = format::PlaintextSizeForBackingSize(backing_size);
     if (!plain.ok()) {
+      // Not remembered: the next request looks at the file again (an impossible size written
+      // from outside stays an error only while it is there).
       return Error(Code::kCorrupt, "file " + file_hex + ": " + plain.error().message());
     }
+    if (!cached) known_backing_size.store(backing_size, std::memory_order_release);
     return Sizes{*plain, backing_size};
   }
 

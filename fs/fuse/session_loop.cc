@@ -78,20 +78,17 @@ int SessionLoop::Run() {
     if (res <= 0) break;  // 0: unmounted or exited (a signal)
     // Requests arrive in memory: splice is never negotiated (Filesystem::Init), so no buffer
     // refers to this thread's pipe and any thread may process it.
-    // Inline only while no handed-off request is queued or running: a worker may hold an
-    // inode's locks for a long time (fallocate or a truncate sealing a large hole, an fsync on a
-    // slow disk, a 1 MiB write), and an inline lookup, stat or release of that inode would wait
-    // for it with the reader — and every other request on the mount — behind it. With workers
-    // busy, the reader only reads and hands off, as fuse_session_loop_mt's threads would.
-    if ((buf.flags & FUSE_BUF_IS_FD) != 0 ||
-        (in_flight_.load(std::memory_order_acquire) == 0 &&
-         RunsInline(buf.mem, buf.size, sync_is_free_))) {
+    // An inline request that waits (on an inode lock a worker holds for long: fallocate, a
+    // truncate sealing a large hole, a slow fsync) or is slow itself is covered by the watchdog's
+    // relief reader. The reader does not stop answering inline while workers are busy: workers
+    // waiting on a hung keyd (opens) would then hold up every stat and every read of open files.
+    if ((buf.flags & FUSE_BUF_IS_FD) != 0 || RunsInline(buf.mem, buf.size, sync_is_free_)) {
       inline_seq_.fetch_add(1, std::memory_order_relaxed);
       inline_active_.store(true, std::memory_order_release);
       fuse_session_process_buf(session_, &buf);
       inline_active_.store(false, std::memory_order_release);
     } else {
-      HandOff(&buf);
+      HandOff(&buf, /*relief=*/false);
     }
   }
   std::free(buf.mem);
@@ -113,9 +110,8 @@ int SessionLoop::Run() {
   return res < 0 ? res : 0;
 }
 
-void SessionLoop::HandOff(fuse_buf* buf) {
+void SessionLoop::HandOff(fuse_buf* buf, bool relief) {
   bool start = false;
-  in_flight_.fetch_add(1, std::memory_order_acq_rel);
   {
     std::lock_guard lock(mu_);
     queue_.push_back(*buf);
@@ -145,12 +141,13 @@ void SessionLoop::HandOff(fuse_buf* buf) {
   {
     std::lock_guard lock(mu_);
     --started_;
-    if (queue_.size() <= idle_) return;  // a worker became free meanwhile and takes it
+    // The relief reader never answers itself (it must not get stuck): its request waits for
+    // a worker, or for the reader's next hand-off to answer one.
+    if (relief || queue_.size() <= idle_) return;  // else a worker became free and takes it
     own = queue_.back();
     queue_.pop_back();
   }
   fuse_session_process_buf(session_, &own);
-  in_flight_.fetch_sub(1, std::memory_order_acq_rel);
   std::free(own.mem);
 }
 
@@ -165,7 +162,6 @@ void SessionLoop::Work() {
     queue_.pop_front();
     lock.unlock();
     fuse_session_process_buf(session_, &buf);
-    in_flight_.fetch_sub(1, std::memory_order_acq_rel);
     lock.lock();
     if (spare_.size() < kMaxSpareBuffers) {
       spare_.push_back(buf.mem);
@@ -209,7 +205,7 @@ void SessionLoop::Relieve(uint64_t stuck_seq) {
     const int res = fuse_session_receive_buf(session_, &buf);
     if (res == -EINTR) continue;  // the kick (StopRelief): look again
     if (res <= 0) break;          // unmounted: libfuse has marked the session exited
-    HandOff(&buf);                // never inline: the relief must not get stuck itself
+    HandOff(&buf, /*relief=*/true);  // never inline: the relief must not get stuck itself
   }
   std::free(buf.mem);
   relief_running_.store(false);

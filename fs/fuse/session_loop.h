@@ -20,14 +20,13 @@ namespace kmsfs::fs {
 // One reader thread (the caller of Run) reads every request from /dev/fuse and answers the
 // short ones itself (RunsInline: lookups, attributes, small reads and writes, ...); the rest
 // (everything that may ask keyd or sync the disk, and large I/O) it hands to a pool of at most
-// `max_workers` worker threads, started when needed, and reads on at once. While any handed-off
-// request is queued or running, the reader answers nothing itself: a worker may hold an inode's
-// locks for long (fallocate, a truncate, a slow fsync), and the reader must never wait behind it.
+// `max_workers` worker threads, started when needed, and reads on at once.
 //
-// A request answered inline can still take long for reasons no classification sees in advance
-// (a small write far past the end of a large sparse file seals every block of the hole; the
-// FORGET of a deleted file closes its backing file, and the backing filesystem frees its blocks
-// in that close). So a watchdog thread checks every kStallCheck whether the reader is still in
+// A request answered inline can still take long: it may wait for an inode lock a worker holds
+// for long (fallocate or a truncate sealing a large hole, a slow fsync), or be slow for reasons
+// no classification sees in advance (a small write far past the end of a large sparse file
+// seals every block of the hole; the FORGET of a deleted file closes its backing file, and the
+// backing filesystem frees its blocks in that close). So a watchdog thread checks every kStallCheck whether the reader is still in
 // the same inline request it saw last time; if so, it starts a relief reader that reads and
 // hands off (never answers inline) until the reader is back. Other requests on the mount then
 // wait at most ~2 kStallCheck behind one slow request, as with fuse_session_loop_mt.
@@ -77,8 +76,8 @@ class SessionLoop {
 
   void Work();
   // Hands `buf` to a worker and gives the caller a recycled buffer in its place. Called by the
-  // reader and the relief reader.
-  void HandOff(fuse_buf* buf);
+  // reader and (`relief`) the relief reader, which never answers a request itself.
+  void HandOff(fuse_buf* buf, bool relief);
   // The watchdog thread (see the class comment) and the relief reader it starts, which serves
   // while the reader is still in inline request number `stuck_seq`.
   void Watch();
@@ -98,9 +97,6 @@ class SessionLoop {
   std::mutex start_mu_;
   size_t started_ = 0;                // guarded by mu_: workers started (bound: max_workers_)
   size_t idle_ = 0;                   // guarded by mu_: workers waiting for a request
-  // Requests handed off and not yet answered (queued or running); the reader answers inline
-  // only while this is 0 (Run).
-  std::atomic<size_t> in_flight_{0};
   bool stop_ = false;                 // guarded by mu_
 
   // The reader numbers the inline requests it starts and says whether it is in one; the
