@@ -30,6 +30,7 @@
 #include "common/format/name_encoding.h"
 #include "common/format/volume_config.h"
 #include "fs/core/dir_id.h"
+#include "fs/core/mountinfo.h"
 #include "fs/core/name_codec.h"
 #include "fs/core/posix_backing_file.h"
 #include "fs/core/small_file.h"
@@ -633,22 +634,6 @@ Result<Walker::Moved> Walker::MoveToLostFound(int dirfd, const format::Id128& di
   return Error(Code::kAlreadyExists, "no free name in lost+found");
 }
 
-std::string Unescape(std::string_view s) {
-  // mountinfo escapes space, tab, newline and backslash as \ooo (octal).
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size() && s[i + 1] >= '0' && s[i + 1] <= '3' && s[i + 2] >= '0' &&
-        s[i + 2] <= '7' && s[i + 3] >= '0' && s[i + 3] <= '7') {
-      out.push_back(
-          static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
-      i += 3;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 std::optional<std::string> FindKmsfsMount(std::string_view mountinfo,
@@ -665,7 +650,7 @@ std::optional<std::string> FindKmsfsMount(std::string_view mountinfo,
     if (f.size() < 5 || dash == f.end() || f.end() - dash < 3) continue;
     const std::string& fstype = *(dash + 1);
     if (fstype != "fuse.kmsfs") continue;
-    if (Unescape(*(dash + 2)) == cipherdir) return Unescape(f[4]);
+    if (UnescapeMountinfo(*(dash + 2)) == cipherdir) return UnescapeMountinfo(f[4]);
   }
   return std::nullopt;
 }

@@ -18,24 +18,10 @@
 #include "common/base/scope_exit.h"
 #include "common/base/unique_fd.h"
 #include "common/crypto/random.h"
+#include "fs/core/mountinfo.h"
 
 namespace kmsfs::fs::lifecycle {
 namespace {
-
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-std::string Unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      out.push_back(
-          static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
-      i += 3;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
 
 bool Same(const struct stat& a, const struct stat& b) {
   return a.st_size == b.st_size && a.st_mtim.tv_sec == b.st_mtim.tv_sec &&
@@ -161,7 +147,7 @@ Result<std::string> KmsfsMountOf(const std::string& path) {
     }
     std::string fstype;
     f >> fstype;
-    mp = Unescape(mp);
+    mp = UnescapeMountinfo(mp);
     const bool under =
         real == mp || mp == "/" ||
         (real.size() > mp.size() && real.compare(0, mp.size(), mp) == 0 && real[mp.size()] == '/');
