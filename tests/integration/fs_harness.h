@@ -5,8 +5,11 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -101,5 +104,17 @@ void WriteFile(const std::string& path, const std::string& data);
 std::string ReadFile(const std::string& path);
 // errno of a failed call, 0 on success: CHECK(Errno(::mkdir(p, 0755)) == EEXIST).
 int ErrnoOf(int rc);
+
+// Raw access to a backing directory, for tamper and fsck tests (all REQUIRE success).
+// The entries of `dir` (full paths), kmsfs.* files left out.
+std::set<std::string> BackingEntries(const std::string& dir);
+// Runs `make` (which creates one entry through the mount) and returns the backing path of the new
+// entry in `backing_dir` (names are encrypted: it is the one entry that was not there before).
+std::string Locate(const std::string& backing_dir, const std::function<void()>& make);
+std::string ReadRaw(const std::string& path, uint64_t off, size_t len);
+void WriteRaw(const std::string& path, uint64_t off, const std::string& bytes);  // and fsync
+void FlipByte(const std::string& path, uint64_t off, uint8_t mask = 0x01);
+// Exchanges the `len` bytes at `a` and at `b`.
+void Swap(const std::string& path, uint64_t a, uint64_t b, size_t len);
 
 }  // namespace kmsfs::it

@@ -39,63 +39,9 @@ std::string Pattern(size_t size, uint32_t seed) {
   return s;
 }
 
-std::set<std::string> BackingEntries(const std::string& dir) {
-  std::set<std::string> out;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    const std::string n = e.path().filename().string();
-    if (!n.starts_with("kmsfs.")) out.insert(e.path().string());
-  }
-  return out;
-}
-
-// Runs `make` (which creates one entry through the mount) and returns the backing path of the new
-// entry in `backing_dir` (names are encrypted: it is the one entry that was not there before).
-template <typename F>
-std::string Locate(const std::string& backing_dir, F make) {
-  const auto before = BackingEntries(backing_dir);
-  make();
-  std::vector<std::string> fresh;
-  for (const auto& p : BackingEntries(backing_dir)) {
-    if (!before.count(p)) fresh.push_back(p);
-  }
-  REQUIRE(fresh.size() == 1);
-  return fresh[0];
-}
-
 // Writes `data` to `rel` (in the volume's root) and returns its backing file.
 std::string WriteAndLocate(MountedVolume& v, const std::string& rel, const std::string& data) {
   return Locate(v.cipherdir, [&] { WriteFile(v.P(rel), data); });
-}
-
-std::string ReadRaw(const std::string& path, uint64_t off, size_t len) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  REQUIRE(fd >= 0);
-  std::string out(len, '\0');
-  REQUIRE(::pread(fd, out.data(), len, static_cast<off_t>(off)) == static_cast<ssize_t>(len));
-  ::close(fd);
-  return out;
-}
-
-void WriteRaw(const std::string& path, uint64_t off, const std::string& bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY);
-  REQUIRE(fd >= 0);
-  REQUIRE(::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(off)) ==
-          static_cast<ssize_t>(bytes.size()));
-  REQUIRE(::fsync(fd) == 0);
-  ::close(fd);
-}
-
-void FlipByte(const std::string& path, uint64_t off, uint8_t mask = 0x01) {
-  std::string b = ReadRaw(path, off, 1);
-  b[0] = static_cast<char>(static_cast<uint8_t>(b[0]) ^ mask);
-  WriteRaw(path, off, b);
-}
-
-void Swap(const std::string& path, uint64_t a, uint64_t b, size_t len) {
-  const std::string x = ReadRaw(path, a, len);
-  const std::string y = ReadRaw(path, b, len);
-  WriteRaw(path, a, y);
-  WriteRaw(path, b, x);
 }
 
 uint64_t BackingSize(const std::string& path) { return std::filesystem::file_size(path); }
