@@ -6,8 +6,6 @@
 //   audit_bench [--seconds S] [--dir BASE] [--threads 1,8,32]
 // BASE defaults to /var/tmp (a real disk; /tmp may be tmpfs, where fsync is free). A fresh
 // BASE/kmsfs-audit-bench-XXXXXX state dir is used per run and removed afterwards.
-// Each thread count runs twice: with the group committer's gather window (the default) and
-// without it (max_gather_us = 0), to show what the window buys.
 // Output: one line per (sink, threads): appends/s, commits/s, mean batch, p50/p99 latency; then
 // "audit_appends_per_s_T N" lines for scripts.
 #include <fcntl.h>
@@ -179,8 +177,8 @@ int main(int argc, char** argv) {
   }
   int exit_code = 0;
   for (int t : o.threads) {
-    for (const bool gather : {true, false}) {
-      const std::string state = base + "/state-" + std::to_string(t) + (gather ? "" : "-nogather");
+    {
+      const std::string state = base + "/state-" + std::to_string(t);
       auto env = kmsfs::keyd::Env::Open(state);
       if (!env.ok()) {
         std::fprintf(stderr, "%s\n", env.error().ToString().c_str());
@@ -188,7 +186,6 @@ int main(int argc, char** argv) {
       }
       AuditTrail::Options options;
       options.journal = AuditTrail::Journal::kOff;
-      if (!gather) options.max_gather_us = 0;
       auto trail = AuditTrail::Open(**env, options);
       if (!trail.ok()) {
         std::fprintf(stderr, "%s\n", trail.error().ToString().c_str());
@@ -201,12 +198,11 @@ int main(int argc, char** argv) {
       std::printf(
           "%-14s threads=%-3d %12.0f appends/s %8.0f commits/s  mean batch %5.1f  "
           "max batch %4llu  p50 %7.0f us  p99 %7.0f us  failures %llu\n",
-          gather ? "audit" : "audit-nogather", t, r.appends_per_s, commits_per_s,
+          "audit", t, r.appends_per_s, commits_per_s,
           s.commits ? static_cast<double>(s.appended) / static_cast<double>(s.commits) : 0.0,
           static_cast<unsigned long long>(s.max_batch), r.p50_us, r.p99_us,
           static_cast<unsigned long long>(r.failures));
-      std::printf("%s_appends_per_s_%d %.0f\n", gather ? "audit" : "audit_nogather", t,
-                  r.appends_per_s);
+      std::printf("audit_appends_per_s_%d %.0f\n", t, r.appends_per_s);
       auto v = (*trail)->VerifyChain();
       if (!v.ok() || !v->ok) {
         std::fprintf(stderr, "chain does not verify after the run: %s\n",

@@ -1,10 +1,15 @@
 #include "keyd/audit/audit_trail.h"
 
 #include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -142,20 +147,52 @@ Status SyncNewFile(int fd, const std::string& path) {
 
 }  // namespace
 
-// One queued Append. Lives on the appending thread's stack until it returns; the leader touches
-// it only under queue_mu_ (status, done) or before anyone could be done with it (body).
+// One queued Append. Lives on the appending thread's stack until it returns. Whoever commits
+// it reads `body` while the writer waits, writes `status` and then publishes it with `state`;
+// after that store it touches nothing of the writer but the futex word's address (Release).
 struct AuditTrail::Writer {
   std::string body;
   Status status;
-  bool done = false;  // GUARDED_BY(queue_mu_)
-  std::condition_variable cv;
+  std::atomic<uint32_t> state{0};  // 0 while waiting, 1 once `status` is final
 };
+
+namespace {
+
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+
+// A waiting writer sleeps on its own state word, not on queue_mu_: woken through a condition
+// variable under that mutex, each writer of a batch would first wait for the committer to let go
+// of it again.
+void WaitForCommit(std::atomic<uint32_t>& state) {
+  while (state.load(std::memory_order_acquire) == 0) {
+    ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&state), FUTEX_WAIT_PRIVATE, 0, nullptr,
+              nullptr, 0);  // returns at once if the word is no longer 0; EINTR: look again
+  }
+}
+
+// Publishes the writer's status and wakes it. The writer may return (and its stack frame go) as
+// soon as the store is visible, so only the word's address is used after it: FUTEX_WAKE on an
+// address nobody waits on is harmless (at worst a spurious wake-up of a later waiter there, which
+// every futex waiter tolerates).
+void Release(std::atomic<uint32_t>& state) {
+  uint32_t* const word = reinterpret_cast<uint32_t*>(&state);
+  state.store(1, std::memory_order_release);
+  ::syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+}
+
+}  // namespace
 
 AuditTrail::AuditTrail(Env& env, Dbs dbs, Options options)
     : env_(env), dbs_(dbs), options_(std::move(options)) {}
 
 AuditTrail::~AuditTrail() {
   journal_.reset();  // its thread reads through us: stop it first
+  {
+    std::lock_guard lock(queue_mu_);
+    stop_committer_ = true;
+  }
+  committer_cv_.notify_all();
+  if (committer_.joinable()) committer_.join();  // it commits what is queued first
   if (!wal_.valid()) return;
   Status s = Flush();
   if (!s.ok()) {
@@ -580,7 +617,7 @@ Status AuditTrail::CommitBatch(const std::vector<Writer*>& batch) {
       txn.emplace(std::move(t));
       KMSFS_ASSIGN_OR_RETURN(Checkpoint again, ReadHeadForWrite(*txn));
       KMSFS_RETURN_IF_ERROR(Reconcile(again));
-      KMSFS_CHECK(pending_.empty());  // only a leader adds to it, and we are the leader
+      KMSFS_CHECK(pending_.empty());  // only a commit adds to it, and commits are serial
       {
         std::lock_guard lock(wal_mu_);
         wal_offset_ = 0;
@@ -663,54 +700,94 @@ Status AuditTrail::Append(AuditRecord record) {
   } catch (const std::exception& e) {
     return Error(Code::kInternal, std::string("cannot encode audit record: ") + e.what());
   }
+  in_append_.fetch_add(1, std::memory_order_relaxed);
+  ScopeExit left([&] { in_append_.fetch_sub(1, std::memory_order_relaxed); });
   std::unique_lock lock(queue_mu_);
   queue_.push_back(&w);
-  if (gather_target_ != 0 && queue_.size() >= gather_target_) queue_.front()->cv.notify_one();
-  w.cv.wait(lock, [&] { return w.done || queue_.front() == &w; });
-  if (w.done) return w.status;
-
-  // We lead. Gather first: the writers the previous commit released are usually back within
-  // microseconds (a client that got its key sends the next request), but by then a leader that
-  // started at once would have left them for the commit after — batches would alternate between
-  // part of the callers and the rest. Waiting at most a tenth of a commit for the concurrency
-  // the last round saw keeps batches whole for closed-loop clients, and costs nothing when
-  // there is one caller (it is always "all of them").
-  const size_t want = std::min(expected_writers_, options_.max_batch);
-  if (queue_.size() < want && last_commit_ns_ > 0 && options_.max_gather_us > 0) {
-    const int64_t window_ns = std::min(last_commit_ns_ / 10, options_.max_gather_us * 1000);
-    gather_target_ = want;
-    w.cv.wait_for(lock, std::chrono::nanoseconds(window_ns),
-                  [&] { return queue_.size() >= gather_target_; });
-    gather_target_ = 0;
+  if (committing_) {
+    // Whoever commits now takes us with the next batch: the committer thread, or a caller that
+    // commits itself and hands what queued meanwhile to that thread. Under load it commits back
+    // to back: whatever queued during one commit is the next batch, at once.
+    lock.unlock();
+    WaitForCommit(w.state);
+    return w.status;
   }
-
-  // Take the queue (ourselves first) as one batch. The writers stay queued until the commit is
-  // over, so late arrivals see a front that is not theirs and wait for the next round.
-  std::vector<Writer*> batch;
-  for (Writer* x : queue_) {
-    batch.push_back(x);
-    if (batch.size() == options_.max_batch) break;
-  }
+  // Nobody commits: we do, without a thread hand-off (the common case at low load). Our batch is
+  // the queue as it is (ourselves and whoever came while the last commit ended).
+  committing_ = true;
+  std::vector<Writer*> batch = TakeBatch();
   lock.unlock();
-  const auto started = std::chrono::steady_clock::now();
-  Status s = CommitBatch(batch);
-  const int64_t took_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                              std::chrono::steady_clock::now() - started)
-                              .count();
-  NoteCommitResult(s, batch.size());
+  Status s = CommitAndRelease(batch, &w);
   lock.lock();
-  last_commit_ns_ = took_ns;
-  expected_writers_ = queue_.size();  // this batch (still queued) + those that came meanwhile
-  for (Writer* x : batch) {
-    KMSFS_CHECK(queue_.front() == x);
-    queue_.pop_front();
-    if (x == &w) continue;
-    x->status = s;
-    x->done = true;
-    x->cv.notify_one();  // under the lock: x cannot return (and destroy its cv) before we let go
+  if (queue_.empty()) {
+    committing_ = false;
+  } else {
+    // Others queued during our commit: the committer thread goes on with them, so that our own
+    // caller gets its answer now instead of after their commit.
+    StartCommitterLocked();
+    committer_cv_.notify_one();
   }
-  if (!queue_.empty()) queue_.front()->cv.notify_one();  // the next leader
   return s;
+}
+
+std::vector<AuditTrail::Writer*> AuditTrail::TakeBatch() {
+  std::vector<Writer*> batch;
+  while (!queue_.empty() && batch.size() < options_.max_batch) {
+    batch.push_back(queue_.front());
+    queue_.pop_front();
+  }
+  return batch;
+}
+
+Status AuditTrail::CommitAndRelease(const std::vector<Writer*>& batch, const Writer* self) {
+  const Status s = CommitBatch(batch);
+  NoteCommitResult(s, batch.size());
+  for (Writer* x : batch) {
+    if (x == self) continue;
+    x->status = s;
+    Release(x->state);
+  }
+  return s;
+}
+
+void AuditTrail::StartCommitterLocked() {
+  if (committer_.joinable()) return;
+  try {
+    // All signals blocked: keyd handles its signals through a signalfd on the main thread.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    committer_ = std::thread([this] { CommitLoop(); });
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  } catch (const std::exception& e) {
+    // No thread: the queued writers must not wait for one that never comes. They are committed
+    // here instead (the caller waits for their commit too).
+    Log()->warn("audit: cannot start the committer thread ({}); committing inline", e.what());
+    while (!queue_.empty()) {
+      std::vector<Writer*> batch = TakeBatch();
+      queue_mu_.unlock();
+      (void)CommitAndRelease(batch, nullptr);  // each writer got the result
+      queue_mu_.lock();
+    }
+    committing_ = false;
+  }
+}
+
+void AuditTrail::CommitLoop() {
+  std::unique_lock lock(queue_mu_);
+  for (;;) {
+    // Owned: committing_ is true and the queue is ours until it runs empty.
+    while (!queue_.empty()) {
+      std::vector<Writer*> batch = TakeBatch();
+      lock.unlock();
+      (void)CommitAndRelease(batch, nullptr);  // each writer got the result
+      lock.lock();
+    }
+    committing_ = false;  // the next caller commits itself again
+    if (stop_committer_) return;
+    committer_cv_.wait(lock, [&] { return stop_committer_ || (committing_ && !queue_.empty()); });
+    if (stop_committer_ && !committing_) return;
+  }
 }
 
 Status AuditTrail::AppendInTxn(WriteTxn& txn, AuditRecord record) {
@@ -729,7 +806,7 @@ Status AuditTrail::AppendInTxn(WriteTxn& txn, AuditRecord record) {
     std::lock_guard lock(wal_mu_);
     // What `txn` sees may include its own earlier AppendInTxn records (not committed), so nothing
     // in memory changes here: the pending records are copied into `txn` and stay pending until
-    // the next leader sees them committed (or not).
+    // the next commit sees them committed (or not).
     std::vector<const Pending*> records;
     Checkpoint base = lmdb;
     if (lmdb.sequence <= wal_head_.sequence) {
@@ -807,8 +884,7 @@ AuditTrail::Stats AuditTrail::GetStats() const {
   s.loud_logs = loud_logs_.load();
   s.ingests = ingests_.load();
   s.failed_ingests = failed_ingests_.load();
-  std::lock_guard lock(queue_mu_);
-  s.queued = queue_.size();
+  s.queued = in_append_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -9,19 +9,23 @@
 //               "checkpoint/" + SequenceKey(n) → checkpoint JSON (record_codec.h)
 // and <Env::dir()>/audit.wal (audit_wal.h): records durable but not yet in LMDB.
 //
-// Group commit. Concurrent Append callers queue; the caller at the front becomes the leader,
-// composes every queued record (up to max_batch), writes their frames to audit.wal with ONE
-// pwrite + fdatasync and hands the one result to all of them (LevelDB's writer queue). Records
+// Group commit. Concurrent Append callers queue. When nobody is committing, the caller commits
+// its own record (and whatever queued with it) itself; others that come meanwhile queue, and at
+// its end it hands them to the committer thread, which commits back to back for as long as
+// records queue (each batch: every queued record up to max_batch, composed, written to audit.wal
+// with ONE pwrite + fdatasync, one result for all of them), then lets callers commit themselves
+// again. So a lone caller pays no thread hand-off, and under load no commit waits for a woken
+// leader or a gather window: whatever queued during one fdatasync is the next batch, at once. Records
 // durable only in the WAL ("pending") are drained ("ingested") into LMDB in one transaction once
 // ingest_every of them have gathered, when the file is full, and by Flush (readers that need the
 // whole trail in LMDB, Backup, the destructor). LMDB stays the trail of record.
 //
-// The chain head. The leader holds LMDB's writer lock for the whole step (a write transaction it
-// aborts unless it ingests), so AppendInTxn, ingests and leaders exclude each other; the LMDB
+// The chain head. The committer holds LMDB's writer lock for the whole step (a write transaction it
+// aborts unless it ingests), so AppendInTxn, ingests and commits exclude each other; the LMDB
 // writer lock is the chain lock. The in-memory head (wal_head_) only ever names a record that is
 // durable (in the WAL or LMDB); AppendInTxn never changes it: its record (and the pending ones it
 // copies into the caller's transaction) become durable when that transaction commits, which the
-// next leader sees as an LMDB head beyond wal_head_ (reconcile), and vanish if it aborts.
+// next commit sees as an LMDB head beyond wal_head_ (reconcile), and vanish if it aborts.
 //
 // Threading: thread-safe. Lock order: queue_mu_ is never held while waiting for the LMDB writer
 // lock; wal_mu_ is taken under the writer lock (or alone, by readers) and never held while waiting
@@ -36,6 +40,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <optional>
 #include <string>
 #include <utility>
@@ -60,9 +65,6 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
     std::function<int64_t()> clock_us;  // wall clock, µs since the epoch; default system_clock
     uint64_t checkpoint_every = 1000;   // store a checkpoint at each multiple of this sequence
     size_t max_batch = 1024;            // records per group commit
-    // A new leader waits up to min(this, a tenth of the last commit) for as many callers as the
-    // last round saw (see Append). 0: commit at once.
-    int64_t max_gather_us = 1000;
     Journal journal = Journal::kAuto;
     int64_t failure_log_interval_us = 10'000'000;  // at most one loud log line per interval
     // After every this many records written into LMDB, Env::ReleaseMappedPages: commits read the
@@ -88,7 +90,7 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
     uint64_t in_txn = 0;          // AppendInTxn calls that wrote a record (commit not known)
     uint64_t max_batch = 0;       // largest batch so far
     uint64_t loud_logs = 0;       // critical "cannot be written" lines (the rate limiter's output)
-    uint64_t queued = 0;          // Append callers queued now (the leader included)
+    uint64_t queued = 0;          // Append callers waiting now (those being committed included)
   };
 
   // Opens (creating if needed) "audit" and "audit_meta" in `env`, which must outlive the trail,
@@ -173,6 +175,13 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   Status KeepPendingAtOpen(WalFile file, std::vector<Pending> kept, uint64_t end,
                            const Status& ingest_error);
   Status CommitBatch(const std::vector<Writer*>& batch);
+  // Group commit (see Append): the queue's front, up to max_batch (under queue_mu_); commit and
+  // hand each writer but `self` the result; the committer thread's loop and its start (under
+  // queue_mu_; without a thread the queue is committed by the caller).
+  std::vector<Writer*> TakeBatch();
+  Status CommitAndRelease(const std::vector<Writer*>& batch, const Writer* self);
+  void StartCommitterLocked();
+  void CommitLoop();
   // Zeros (and fdatasyncs) the frames of a failed WAL write whose first erasure failed too. Until
   // that succeeds nothing else may change the WAL or the trail (see unerased_). Caller holds the
   // writer lock.
@@ -203,10 +212,14 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   const Options options_;
 
   mutable std::mutex queue_mu_;
-  std::deque<Writer*> queue_;    // GUARDED_BY(queue_mu_); the front is the leader
-  size_t expected_writers_ = 0;  // GUARDED_BY(queue_mu_); callers seen around the last commit
-  int64_t last_commit_ns_ = 0;   // GUARDED_BY(queue_mu_); how long the last commit took
-  size_t gather_target_ = 0;     // GUARDED_BY(queue_mu_); nonzero while a leader gathers
+  std::deque<Writer*> queue_;  // GUARDED_BY(queue_mu_); waiting for a commit to take them
+  // GUARDED_BY(queue_mu_): somebody commits now (an Append caller or the committer thread) and
+  // will take what queues meanwhile; whoever sets it owns the queue until it clears it.
+  bool committing_ = false;
+  bool stop_committer_ = false;  // GUARDED_BY(queue_mu_); the destructor
+  std::condition_variable committer_cv_;
+  std::thread committer_;  // started at the first hand-off; joined by the destructor
+  std::atomic<uint64_t> in_append_{0};  // callers inside Append (Stats::queued)
 
   std::mutex head_memo_mu_;     // a decode cache of the stored head (ReadHeadForWrite)
   std::string head_memo_text_;  // GUARDED_BY(head_memo_mu_); "" until the first write
@@ -220,11 +233,11 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   Checkpoint wal_head_;          // the last record durable in the WAL or LMDB
   std::deque<Pending> pending_;  // durable in the WAL, not known to be in LMDB; in sequence order
   uint64_t wal_offset_ = 0;      // where the next frames go
-  bool ingest_failed_ = false;   // the last ingest failed: the next leader retries it first
+  bool ingest_failed_ = false;   // the last ingest failed: the next commit retries it first
   // The range (offset, length) of a failed WAL write that could not be zeroed. Its frames may be
   // intact on disk; once an admin record (or a later batch) took their sequence numbers, a replay
   // after a crash would find valid frames that do not chain and report a false kCorrupt. So the
-  // next leader, AppendInTxn and Flush erase it first and refuse to go on while that fails.
+  // next commit, AppendInTxn and Flush erase it first and refuse to go on while that fails.
   // Used only under the writer lock.
   std::optional<std::pair<uint64_t, uint64_t>> unerased_;
 
