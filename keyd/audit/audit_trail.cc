@@ -700,10 +700,10 @@ Status AuditTrail::Append(AuditRecord record) {
   } catch (const std::exception& e) {
     return Error(Code::kInternal, std::string("cannot encode audit record: ") + e.what());
   }
-  in_append_.fetch_add(1, std::memory_order_relaxed);
-  ScopeExit left([&] { in_append_.fetch_sub(1, std::memory_order_relaxed); });
   std::unique_lock lock(queue_mu_);
   queue_.push_back(&w);
+  in_append_.fetch_add(1, std::memory_order_relaxed);  // once queued (Stats::queued)
+  ScopeExit left([&] { in_append_.fetch_sub(1, std::memory_order_relaxed); });
   if (committing_) {
     // Whoever commits now takes us with the next batch: the committer thread, or a caller that
     // commits itself and hands what queued meanwhile to that thread. Under load it commits back
@@ -723,7 +723,9 @@ Status AuditTrail::Append(AuditRecord record) {
     committing_ = false;
   } else {
     // Others queued during our commit: the committer thread goes on with them, so that our own
-    // caller gets its answer now instead of after their commit.
+    // caller gets its answer now instead of after their commit. committing_ stays set: the
+    // queue is the committer's now.
+    handoff_ = true;
     StartCommitterLocked();
     committer_cv_.notify_one();
   }
@@ -757,12 +759,13 @@ void AuditTrail::StartCommitterLocked() {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
+    ScopeExit restore([&] { pthread_sigmask(SIG_SETMASK, &old, nullptr); });
     committer_ = std::thread([this] { CommitLoop(); });
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
   } catch (const std::exception& e) {
     // No thread: the queued writers must not wait for one that never comes. They are committed
-    // here instead (the caller waits for their commit too).
+    // here instead (the caller waits for their commit too, and for those that keep coming).
     Log()->warn("audit: cannot start the committer thread ({}); committing inline", e.what());
+    handoff_ = false;
     while (!queue_.empty()) {
       std::vector<Writer*> batch = TakeBatch();
       queue_mu_.unlock();
@@ -776,7 +779,12 @@ void AuditTrail::StartCommitterLocked() {
 void AuditTrail::CommitLoop() {
   std::unique_lock lock(queue_mu_);
   for (;;) {
-    // Owned: committing_ is true and the queue is ours until it runs empty.
+    // Only on a hand-off: committing_ alone may be a caller's own commit, which a spurious
+    // wake-up must not join.
+    committer_cv_.wait(lock, [&] { return stop_committer_ || handoff_; });
+    if (!handoff_) return;  // stopping, and nothing was handed to us
+    handoff_ = false;
+    // Owned: committing_ is set and the queue is ours until it runs empty.
     while (!queue_.empty()) {
       std::vector<Writer*> batch = TakeBatch();
       lock.unlock();
@@ -784,9 +792,6 @@ void AuditTrail::CommitLoop() {
       lock.lock();
     }
     committing_ = false;  // the next caller commits itself again
-    if (stop_committer_) return;
-    committer_cv_.wait(lock, [&] { return stop_committer_ || (committing_ && !queue_.empty()); });
-    if (stop_committer_ && !committing_) return;
   }
 }
 

@@ -216,6 +216,7 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   // GUARDED_BY(queue_mu_): somebody commits now (an Append caller or the committer thread) and
   // will take what queues meanwhile; whoever sets it owns the queue until it clears it.
   bool committing_ = false;
+  bool handoff_ = false;  // GUARDED_BY(queue_mu_); a caller handed the queue to the committer
   bool stop_committer_ = false;  // GUARDED_BY(queue_mu_); the destructor
   std::condition_variable committer_cv_;
   std::thread committer_;  // started at the first hand-off; joined by the destructor

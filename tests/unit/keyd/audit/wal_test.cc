@@ -391,7 +391,7 @@ TEST_CASE("frames of a failed WAL write that could not be erased are erased befo
   Status st[3];
   std::vector<std::thread> threads;
   threads.emplace_back([&] { st[0] = (*trail)->Append(SampleRecord(4)); });
-  while (step < 1) std::this_thread::yield();  // the gate batch's leader is in its pwrite
+  while (step < 1) std::this_thread::yield();  // the gate batch's committer is in its pwrite
   threads.emplace_back([&] { st[1] = (*trail)->Append(SampleRecord(5)); });
   threads.emplace_back([&] { st[2] = (*trail)->Append(SampleRecord(6)); });
   while ((*trail)->GetStats().queued < 3) std::this_thread::yield();
