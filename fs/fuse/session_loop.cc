@@ -101,9 +101,10 @@ int SessionLoop::Run() {
   bool spin = false;       // the last request came within kSpinNs of the answer before it
   int64_t answered = 0;    // when the last inline answer was written (0: after a hand-off)
   while (fuse_session_exited(session_) == 0) {
-    // Only after an inline answer: after a hand-off the next request of that client comes when
-    // the worker has answered, and the spinning reader would take the CPU the worker needs.
-    if (spin && answered != 0) {
+    // Only after an inline answer, and only while no worker has a request: after a hand-off the
+    // next request of that client comes when the worker has answered, and a spinning reader
+    // would take the CPU a worker needs (2 cores here).
+    if (spin && answered != 0 && handed_off_.load(std::memory_order_relaxed) == 0) {
       SpinForRequest(fd);
       // A signal that came meanwhile (libfuse's handler ends the session) found no read(2) to
       // interrupt.
@@ -154,6 +155,7 @@ void SessionLoop::HandOff(fuse_buf* buf, bool relief) {
   {
     std::lock_guard lock(mu_);
     queue_.push_back(*buf);
+    handed_off_.fetch_add(1, std::memory_order_relaxed);
     *buf = fuse_buf{};
     if (!spare_.empty()) {
       buf->mem = spare_.back();
@@ -187,6 +189,7 @@ void SessionLoop::HandOff(fuse_buf* buf, bool relief) {
     queue_.pop_back();
   }
   fuse_session_process_buf(session_, &own);
+  handed_off_.fetch_sub(1, std::memory_order_relaxed);
   std::free(own.mem);
 }
 
@@ -201,6 +204,7 @@ void SessionLoop::Work() {
     queue_.pop_front();
     lock.unlock();
     fuse_session_process_buf(session_, &buf);
+    handed_off_.fetch_sub(1, std::memory_order_relaxed);
     lock.lock();
     if (spare_.size() < kMaxSpareBuffers) {
       spare_.push_back(buf.mem);
