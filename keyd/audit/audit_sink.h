@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -35,6 +36,13 @@ class AuditSink {
  public:
   virtual ~AuditSink() = default;
   virtual Status Append(AuditRecord record) = 0;
+  // Append without waiting: `done` is called exactly once with what Append would have returned,
+  // on this thread or on another (a group committer's), after the record is durable or has
+  // failed. `done` must be quick and must not append to the sink (on the committing thread it
+  // would wait for itself). Default: Append, then `done`, on this thread.
+  virtual void AppendAsync(AuditRecord record, std::function<void(Status)> done) {
+    done(Append(std::move(record)));
+  }
   // Makes every record acknowledged so far part of the store's state of record (AuditTrail drains
   // its write-ahead file into LMDB), so that a state backup taken next holds them. Sinks that
   // write straight into the store have nothing to do.

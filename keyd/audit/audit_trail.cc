@@ -150,10 +150,13 @@ Status SyncNewFile(int fd, const std::string& path) {
 // One queued Append. Lives on the appending thread's stack until it returns. Whoever commits
 // it reads `body` while the writer waits, writes `status` and then publishes it with `state`;
 // after that store it touches nothing of the writer but the futex word's address (Release).
+// An AppendAsync writer lives on the heap instead, and has `done`: the commit calls it and deletes
+// the writer.
 struct AuditTrail::Writer {
   std::string body;
   Status status;
   std::atomic<uint32_t> state{0};  // 0 while waiting, 1 once `status` is final
+  std::function<void(Status)> done;  // AppendAsync only
 };
 
 namespace {
@@ -712,17 +715,21 @@ Status AuditTrail::Append(AuditRecord record) {
     WaitForCommit(w.state);
     return w.status;
   }
-  // Nobody commits: we do, without a thread hand-off (the common case at low load). Our batch is
-  // the queue as it is (ourselves and whoever came while the last commit ended).
+  return CommitQueueAndHandOff(lock, &w);
+}
+
+Status AuditTrail::CommitQueueAndHandOff(std::unique_lock<std::mutex>& lock, const Writer* self) {
+  // Nobody commits: the caller does, without a thread hand-off (the common case at low load). The
+  // batch is the queue as it is (the caller and whoever came while the last commit ended).
   committing_ = true;
   std::vector<Writer*> batch = TakeBatch();
   lock.unlock();
-  Status s = CommitAndRelease(batch, &w);
+  Status s = CommitAndRelease(batch, self);
   lock.lock();
   if (queue_.empty()) {
     committing_ = false;
   } else {
-    // Others queued during our commit: the committer thread goes on with them, so that our own
+    // Others queued during the commit: the committer thread goes on with them, so that the
     // caller gets its answer now instead of after their commit. committing_ stays set: the
     // queue is the committer's now.
     handoff_ = true;
@@ -730,6 +737,27 @@ Status AuditTrail::Append(AuditRecord record) {
     committer_cv_.notify_one();
   }
   return s;
+}
+
+void AuditTrail::AppendAsync(AuditRecord record, std::function<void(Status)> done) {
+#ifdef KMSFS_BENCH_DISCARD_AUDIT
+  (void)record;  // the bench-only "audit disabled" baseline, as in Append
+  done(Status::Ok());
+  return;
+#endif
+  auto w = std::make_unique<Writer>();
+  try {
+    w->body = EncodeRecordBody(record);
+  } catch (const std::exception& e) {
+    done(Error(Code::kInternal, std::string("cannot encode audit record: ") + e.what()));
+    return;
+  }
+  w->done = std::move(done);
+  std::unique_lock lock(queue_mu_);
+  queue_.push_back(w.release());  // owned by the queue now: the commit calls `done` and deletes it
+  in_append_.fetch_add(1, std::memory_order_relaxed);
+  if (committing_) return;  // the commit under way, or the committer after it, takes it
+  (void)CommitQueueAndHandOff(lock, nullptr);  // our `done` got the result with the others
 }
 
 std::vector<AuditTrail::Writer*> AuditTrail::TakeBatch() {
@@ -746,6 +774,18 @@ Status AuditTrail::CommitAndRelease(const std::vector<Writer*>& batch, const Wri
   NoteCommitResult(s, batch.size());
   for (Writer* x : batch) {
     if (x == self) continue;
+    if (x->done) {
+      std::unique_ptr<Writer> owned(x);
+      in_append_.fetch_sub(1, std::memory_order_relaxed);
+      try {
+        owned->done(s);
+      } catch (const std::exception& e) {
+        // The caller's continuation failed (out of memory building its answer); the record's
+        // fate is settled either way, and the other writers of the batch still get theirs.
+        Log()->error("audit: a caller's continuation failed: {}", e.what());
+      }
+      continue;
+    }
     x->status = s;
     Release(x->state);
   }

@@ -116,6 +116,10 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   // request. Each failure is logged at critical, rate-limited. The next Append simply tries again
   // (a failed ingest first).
   Status Append(AuditRecord record) override;
+  // As Append, but returns at once: `done` runs on the thread that commits the record's batch
+  // (this one when nobody else commits, else the committer thread or another caller), after the
+  // commit, outside every lock of the trail.
+  void AppendAsync(AuditRecord record, std::function<void(Status)> done) override;
   // Writes the records pending in the WAL and then this record into `txn` (chained on the trail's
   // head); they are durable in LMDB when the caller commits `txn` and vanish from it, head
   // included, if it aborts (the pending ones stay durable in the WAL).
@@ -179,6 +183,10 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   // hand each writer but `self` the result; the committer thread's loop and its start (under
   // queue_mu_; without a thread the queue is committed by the caller).
   std::vector<Writer*> TakeBatch();
+  // A caller that found nobody committing: commits the queue (under `lock`, released meanwhile)
+  // and hands what queued during it to the committer thread. `self`: the caller's own writer
+  // (waits on nothing; gets the result returned), or null.
+  Status CommitQueueAndHandOff(std::unique_lock<std::mutex>& lock, const Writer* self);
   Status CommitAndRelease(const std::vector<Writer*>& batch, const Writer* self);
   void StartCommitterLocked();
   void CommitLoop();

@@ -14,11 +14,13 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <optional>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "common/base/bytes.h"
 #include "common/crypto/secret.h"
@@ -134,6 +136,44 @@ struct Completion {
   bool close_after = false;
 };
 
+// Where finished requests wait for the event loop. Shared with every reply still on its way: a
+// reply can come from the audit trail's committer thread after the server is gone (a request
+// in flight past the shutdown grace), and then it is wiped and dropped.
+class Outbox {
+ public:
+  explicit Outbox(int wake_fd) : wake_fd_(wake_fd) {}
+  void Post(Completion completion) {
+    std::lock_guard lock(mu_);
+    if (closed_) {
+      crypto::Wipe(completion.frame);
+      return;
+    }
+    items_.push_back(std::move(completion));
+    const uint64_t one = 1;
+    // Under the lock: once Close returns, nobody writes to the fd (the server closes it next).
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+  }
+  std::vector<Completion> Take() {
+    std::lock_guard lock(mu_);
+    std::vector<Completion> out;
+    out.swap(items_);
+    return out;
+  }
+  // No more posts reach the loop (they are wiped); what waits is wiped too.
+  void Close() {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    for (auto& c : items_) crypto::Wipe(c.frame);
+    items_.clear();
+  }
+
+ private:
+  const int wake_fd_;
+  std::mutex mu_;
+  std::vector<Completion> items_;  // GUARDED_BY(mu_)
+  bool closed_ = false;            // GUARDED_BY(mu_)
+};
+
 }  // namespace
 
 class Server::Impl {
@@ -143,7 +183,7 @@ class Server::Impl {
 
   ~Impl() {
     for (auto& [id, c] : conns_) crypto::Wipe(c->out);
-    for (auto& c : completions_) crypto::Wipe(c.frame);
+    if (outbox_) outbox_->Close();  // before wake_fd_ closes
   }
 
   Status Init();
@@ -175,8 +215,8 @@ class Server::Impl {
   void SetPartial(Connection& c, size_t bytes);
 
   // Worker threads.
-  Completion Process(uint64_t connection_id, const Principal& peer, std::string frame);
-  void Post(Completion completion);
+  // Runs one request; its answer reaches the loop through outbox_, now or later (HandleAsync).
+  void Process(uint64_t connection_id, const Principal& peer, std::string frame);
 
   const int listen_fd_;
   KmsHandler& handler_;
@@ -189,8 +229,7 @@ class Server::Impl {
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> scheduler_running_{false};
 
-  std::mutex completions_mu_;
-  std::vector<Completion> completions_;  // GUARDED_BY(completions_mu_)
+  std::shared_ptr<Outbox> outbox_;  // set by Init; closed by the destructor and at Run's end
 
   // Loop thread only.
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
@@ -238,6 +277,7 @@ Status Server::Impl::Init() {
   if (!epoll_fd_) return Error::FromErrno("epoll_create1", errno);
   wake_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake_fd_) return Error::FromErrno("eventfd", errno);
+  outbox_ = std::make_shared<Outbox>(wake_fd_.get());
 
   sigset_t mask;
   sigemptyset(&mask);
@@ -344,11 +384,9 @@ Status Server::Impl::Run() {
   conns_.clear();
   per_uid_.clear();
   pool_->Shutdown();  // runs what is queued (answers are dropped: their connections are gone)
-  {
-    std::lock_guard lock(completions_mu_);
-    for (auto& c : completions_) crypto::Wipe(c.frame);
-    completions_.clear();
-  }
+  // Answers still on their way (their audit records not yet durable when the grace ran out) are
+  // wiped when they come: their connections are gone.
+  outbox_->Close();
   return result;
 }
 
@@ -589,7 +627,7 @@ void Server::Impl::Dispatch(Connection& c) {
   Principal peer = c.peer;
   const bool queued =
       pool_->Submit([this, id, peer = std::move(peer), frame = std::move(*frame)]() mutable {
-        Post(Process(id, peer, std::move(frame)));
+        Process(id, peer, std::move(frame));
       });
   if (!queued) {  // only during teardown
     --in_flight_;
@@ -597,60 +635,15 @@ void Server::Impl::Dispatch(Connection& c) {
   }
 }
 
-Completion Server::Impl::Process(uint64_t connection_id, const Principal& peer, std::string frame) {
+namespace {
+
+// The answer frame for `response` (serialized, framed; the plaintext strings wiped), and the
+// debug line. Uses nothing of the server: it may run on the audit trail's committer thread.
+Completion Finish(uint64_t connection_id, uid_t uid, const std::string& op_name,
+                  Clock::time_point started, ipc::Response response, bool close_after) {
   Completion done;
   done.connection_id = connection_id;
-  const auto started = Clock::now();
-  uint64_t request_id = 0;
-  auto request = ipc::ParseRequest(frame, &request_id);
-  crypto::Wipe(frame);
-
-  ipc::Response response;
-  std::string op_name = "?";
-  if (!request.ok()) {
-    // A well-delimited frame that is not a valid request: answer it and keep the connection —
-    // unless not even the RequestId could be read, after which the client closes too.
-    response.request_id = request_id;
-    response.error = ipc::ErrorInfo{"ValidationException", request.error().message()};
-    done.close_after = request_id == 0;
-  } else {
-    op_name = std::string(ipc::OpName(request->op));
-    response.request_id = request->request_id;
-    const bool trusted = IsTrustedForwarder(peer.uid, options_.trusted_uids);
-    const CallerContext caller =
-        BuildCallerContext(peer, request->on_behalf_of, trusted, DescribeProcess);
-    ServiceReply reply;
-    try {
-      reply = handler_.Handle(op_name, request->params, caller);
-    } catch (const std::bad_alloc&) {
-      Log()->error("conn {}: {} ran out of memory", connection_id, op_name);
-      reply = ServiceReply::Error("KMSInternalException", "keyd ran out of memory");
-    } catch (const std::exception& e) {
-      Log()->error("conn {}: {} threw: {}", connection_id, op_name, e.what());
-      reply = ServiceReply::Error("KMSInternalException", "internal error in keyd (see its log)");
-    } catch (...) {
-      Log()->error("conn {}: {} threw a non-standard exception", connection_id, op_name);
-      reply = ServiceReply::Error("KMSInternalException", "internal error in keyd (see its log)");
-    }
-    ipc::WipeJsonStrings(request->params);
-    if (reply.ok()) {
-      if (!reply.result.is_object()) {
-        Log()->error("conn {}: {} returned a non-object result", connection_id, op_name);
-        response.error =
-            ipc::ErrorInfo{"KMSInternalException", "internal error in keyd (see its log)"};
-      } else {
-        response.result = std::move(reply.result);
-      }
-    } else {
-      if (!ipc::IsKnownErrorName(reply.error_name)) {
-        Log()->error("conn {}: {} returned the unknown error name '{}'", connection_id, op_name,
-                     reply.error_name);
-        reply.error_name = "KMSInternalException";
-      }
-      response.error = ipc::ErrorInfo{std::move(reply.error_name), std::move(reply.error_message)};
-    }
-  }
-
+  done.close_after = close_after;
   auto payload = ipc::SerializeResponse(response);
   ipc::WipeJsonStrings(response.result);
   if (payload.ok() && payload->size() > ipc::kMaxFrame) {
@@ -671,29 +664,87 @@ Completion Server::Impl::Process(uint64_t connection_id, const Principal& peer, 
   }
   if (Log()->should_log(spdlog::level::debug)) {
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
-    Log()->debug("conn {}: uid {} {} #{} -> {} ({} us)", connection_id, peer.uid, op_name,
+    Log()->debug("conn {}: uid {} {} #{} -> {} ({} us)", connection_id, uid, op_name,
                  response.request_id, response.ok() ? "ok" : response.error->name, us.count());
   }
   return done;
 }
 
-void Server::Impl::Post(Completion completion) {
-  {
-    std::lock_guard lock(completions_mu_);
-    completions_.push_back(std::move(completion));
+// The handler's reply as the protocol's response.
+ipc::Response ResponseFor(uint64_t connection_id, const std::string& op_name, uint64_t request_id,
+                          ServiceReply reply) {
+  ipc::Response response;
+  response.request_id = request_id;
+  if (reply.ok()) {
+    if (!reply.result.is_object()) {
+      Log()->error("conn {}: {} returned a non-object result", connection_id, op_name);
+      ipc::WipeJsonStrings(reply.result);
+      response.error =
+          ipc::ErrorInfo{"KMSInternalException", "internal error in keyd (see its log)"};
+    } else {
+      response.result = std::move(reply.result);
+    }
+  } else {
+    if (!ipc::IsKnownErrorName(reply.error_name)) {
+      Log()->error("conn {}: {} returned the unknown error name '{}'", connection_id, op_name,
+                   reply.error_name);
+      reply.error_name = "KMSInternalException";
+    }
+    response.error = ipc::ErrorInfo{std::move(reply.error_name), std::move(reply.error_message)};
   }
-  const uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = ::write(wake_fd_.get(), &one, sizeof one);
+  return response;
+}
+
+}  // namespace
+
+void Server::Impl::Process(uint64_t connection_id, const Principal& peer, std::string frame) {
+  const auto started = Clock::now();
+  uint64_t request_id = 0;
+  auto request = ipc::ParseRequest(frame, &request_id);
+  crypto::Wipe(frame);
+  if (!request.ok()) {
+    // A well-delimited frame that is not a valid request: answer it and keep the connection —
+    // unless not even the RequestId could be read, after which the client closes too.
+    ipc::Response response;
+    response.request_id = request_id;
+    response.error = ipc::ErrorInfo{"ValidationException", request.error().message()};
+    outbox_->Post(Finish(connection_id, peer.uid, "?", started, std::move(response),
+                         /*close_after=*/request_id == 0));
+    return;
+  }
+  const std::string op_name(ipc::OpName(request->op));
+  const bool trusted = IsTrustedForwarder(peer.uid, options_.trusted_uids);
+  const CallerContext caller =
+      BuildCallerContext(peer, request->on_behalf_of, trusted, DescribeProcess);
+  // Exactly one answer: the handler's (now, or later from the thread that made its audit record
+  // durable), or the one for an exception it let through.
+  auto answered = std::make_shared<std::atomic<bool>>(false);
+  auto deliver = [box = outbox_, answered, connection_id, uid = peer.uid, op_name,
+                  rid = request->request_id, started](ServiceReply reply) {
+    if (answered->exchange(true)) return;
+    box->Post(Finish(connection_id, uid, op_name, started,
+                     ResponseFor(connection_id, op_name, rid, std::move(reply)),
+                     /*close_after=*/false));
+  };
+  try {
+    handler_.HandleAsync(op_name, request->params, caller, deliver);
+  } catch (const std::bad_alloc&) {
+    Log()->error("conn {}: {} ran out of memory", connection_id, op_name);
+    deliver(ServiceReply::Error("KMSInternalException", "keyd ran out of memory"));
+  } catch (const std::exception& e) {
+    Log()->error("conn {}: {} threw: {}", connection_id, op_name, e.what());
+    deliver(ServiceReply::Error("KMSInternalException", "internal error in keyd (see its log)"));
+  } catch (...) {
+    Log()->error("conn {}: {} threw a non-standard exception", connection_id, op_name);
+    deliver(ServiceReply::Error("KMSInternalException", "internal error in keyd (see its log)"));
+  }
+  ipc::WipeJsonStrings(request->params);
 }
 
 void Server::Impl::OnWake() {
   uint64_t counter = 0;
   [[maybe_unused]] ssize_t n = ::read(wake_fd_.get(), &counter, sizeof counter);
-  std::vector<Completion> ready;
-  {
-    std::lock_guard lock(completions_mu_);
-    ready.swap(completions_);
-  }
+  std::vector<Completion> ready = outbox_->Take();
   const auto now = Clock::now();
   if (!ready.empty()) {
     last_completion_ = now;

@@ -67,6 +67,12 @@ class KmsService final : public KmsHandler {
   // One operation. Never throws; an unexpected failure is KMSInternalException (logged).
   ServiceReply Handle(std::string_view op, const nlohmann::json& params,
                       const CallerContext& caller) override;
+  // The same, but an operation whose one audit record the sink commits later (AuditTrail's
+  // group commit) returns before it is durable; `done` gets the reply once it is (on the
+  // committing thread; a key only after its record is durable, as with Handle). `done` must not
+  // use the service.
+  void HandleAsync(std::string_view op, const nlohmann::json& params, const CallerContext& caller,
+                   std::function<void(ServiceReply)> done) override;
 
   // What a scheduler run did.
   struct ScheduledWorkReport {

@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -32,6 +33,12 @@ class KmsHandler {
   // `op` is the operation name ("Decrypt"); `params` the request's Params object.
   virtual ServiceReply Handle(std::string_view op, const nlohmann::json& params,
                               const CallerContext& caller) = 0;
+  // As Handle, but the reply goes to `done`, called exactly once, possibly later and on another
+  // thread (after an audit record became durable). Default: Handle, then `done`, on this thread.
+  virtual void HandleAsync(std::string_view op, const nlohmann::json& params,
+                           const CallerContext& caller, std::function<void(ServiceReply)> done) {
+    done(Handle(op, params, caller));
+  }
 };
 
 }  // namespace kmsfs::keyd

@@ -140,6 +140,12 @@ ServiceReply KmsService::Handle(std::string_view op, const nlohmann::json& param
   return impl_->Handle(op, params, caller);
 }
 
+void KmsService::HandleAsync(std::string_view op, const nlohmann::json& params,
+                             const CallerContext& caller,
+                             std::function<void(ServiceReply)> done) {
+  impl_->HandleAsync(op, params, caller, std::move(done));
+}
+
 KmsService::ScheduledWorkReport KmsService::RunScheduledWork(int64_t now) {
   return impl_->RunScheduledWork(now);
 }
@@ -159,8 +165,63 @@ KmsService::Impl::Impl(KeyStore* store, AuditSink* audit, const NameResolver* re
       start_time_(clock_()),
       policies_(options_.policy_cache_capacity) {}
 
-ServiceReply KmsService::Impl::Handle(std::string_view op_name, const json& params,
-                                      const CallerContext& caller) {
+// What an operation left to do once it has run: its audit record, and the reply that depends on
+// the record's fate. Owns the operation's output (a plaintext stays in locked memory) until then.
+struct KmsService::Impl::Pending {
+  AuditEvent ev;
+  OpResult out = Error(Code::kInternal, "not run");
+  ServiceReply error_reply;  // when !out.ok()
+  bool audit_needed = false;
+};
+
+namespace {
+
+// The reply once the audit record's fate is known (`audited`: durable, or none was needed).
+// Uses nothing of the service: it may run on the audit trail's committer thread, after the
+// service is gone.
+ServiceReply ReplyAfterAudit(AuditEvent& ev, OpResult& out, ServiceReply& error_reply,
+                             bool audited) {
+  if (!audited || ev.txn_audit_failed) {
+    // Fail closed. Returning destroys `out`: a plaintext in it is wiped by SecretBytes.
+    std::string message = "audit trail unavailable: request denied (fail closed)";
+    if (ev.change_applied && !ev.txn_audit_failed) {
+      message += "; the change itself was applied before its audit record failed";
+    }
+    message += "; check keyd's log and the free space of its state directory";
+    return ServiceReply::Error("KMSInternalException", std::move(message));
+  }
+  if (!out.ok()) return std::move(error_reply);
+
+  ServiceReply reply;
+  reply.result = std::move(out->result);
+  if (out->plaintext) {
+    // As late as possible: the key has been in locked memory until this line. The server wipes
+    // the result's strings and the frame after sending (see kms_service.h).
+    reply.result["Plaintext"] = format::Base64Encode(out->plaintext->span());
+  }
+  return reply;
+}
+
+// The outcome and detail of the record that goes to the sink (FinishAudit, HandleAsync).
+void CompleteRecord(AuditRecord& r, const AuditEvent& ev, std::string_view outcome,
+                    std::string_view error_message) {
+  r.outcome = std::string(outcome);
+  AppendDetail(r.detail, error_message);
+  if (ev.txn_audit_failed) AppendDetail(r.detail, "audit append inside the change failed");
+}
+
+void LogAuditUnavailable(const AuditEvent& ev, const Status& s) {
+  Log()->critical(
+      "AUDIT TRAIL UNAVAILABLE: {} by uid {} on key {} denied (fail closed): {}",
+      ev.record.operation, static_cast<uint32_t>(ev.record.principal.uid),
+      ev.record.key_id.empty() ? "-" : ev.record.key_id,
+      s.ok() ? std::string("append inside the change's transaction failed") : s.ToString());
+}
+
+}  // namespace
+
+std::optional<ServiceReply> KmsService::Impl::Run(std::string_view op_name, const json& params,
+                                                  const CallerContext& caller, Pending& p) {
   const std::optional<ipc::Op> op = ipc::OpFromName(op_name);
   if (!op) {
     return ServiceReply::Error("UnsupportedOperationException",
@@ -175,7 +236,7 @@ ServiceReply KmsService::Impl::Handle(std::string_view op_name, const json& para
                                    "hash-chained audit trail); use a newer kmsfs-keyd");
   }
 
-  AuditEvent ev;
+  AuditEvent& ev = p.ev;
   ev.mode = spec->audit;
   ev.record.operation = std::string(op_name);
   ev.record.principal = caller.Effective();
@@ -185,7 +246,7 @@ ServiceReply KmsService::Impl::Handle(std::string_view op_name, const json& para
     ev.record.detail = "OnBehalfOf ignored: the peer is not a trusted forwarder";
   }
 
-  OpResult out = Error(Code::kInternal, "not run");
+  OpResult& out = p.out;
   try {
     out = (this->*spec->fn)(params, caller, ev);
   } catch (const std::bad_alloc&) {
@@ -198,58 +259,67 @@ ServiceReply KmsService::Impl::Handle(std::string_view op_name, const json& para
   if (!out.ok()) ev.recorded_in_txn = false;  // its transaction did not commit
   ev.change_applied = out.ok() && spec->change;
 
-  ServiceReply error_reply;
-  if (!out.ok()) error_reply = ReplyForError(out.error());
-  const bool denied = !out.ok() && error_reply.error_name == "AccessDeniedException";
-  const bool audit_needed =
+  if (!out.ok()) p.error_reply = ReplyForError(out.error());
+  const bool denied = !out.ok() && p.error_reply.error_name == "AccessDeniedException";
+  p.audit_needed =
       ev.mode == Mode::kAlways || (ev.mode == Mode::kOnDenial && denied) || ev.txn_audit_failed;
-  bool audited = true;
-  if (audit_needed) {
-    audited = FinishAudit(ev, out.ok() ? std::string_view("Success") : error_reply.error_name,
-                          out.ok() ? std::string_view() : error_reply.error_message);
-  }
-  if (!audited || ev.txn_audit_failed) {
-    // Fail closed. Returning destroys `out`: a plaintext in it is wiped by SecretBytes.
-    std::string message = "audit trail unavailable: request denied (fail closed)";
-    if (ev.change_applied && !ev.txn_audit_failed) {
-      message += "; the change itself was applied before its audit record failed";
-    }
-    message += "; check keyd's log and the free space of its state directory";
-    return ServiceReply::Error("KMSInternalException", std::move(message));
-  }
-  if (!out.ok()) return error_reply;
+  return std::nullopt;
+}
 
-  ServiceReply reply;
-  reply.result = std::move(out->result);
-  if (out->plaintext) {
-    // As late as possible: the key has been in locked memory until this line. The server wipes
-    // the result's strings and the frame after sending (see kms_service.h).
-    reply.result["Plaintext"] = format::Base64Encode(out->plaintext->span());
+ServiceReply KmsService::Impl::Handle(std::string_view op_name, const json& params,
+                                      const CallerContext& caller) {
+  Pending p;
+  if (std::optional<ServiceReply> early = Run(op_name, params, caller, p)) return *early;
+  bool audited = true;
+  if (p.audit_needed) {
+    audited = FinishAudit(p.ev, p.out.ok() ? std::string_view("Success") : p.error_reply.error_name,
+                          p.out.ok() ? std::string_view() : p.error_reply.error_message);
   }
-  return reply;
+  return ReplyAfterAudit(p.ev, p.out, p.error_reply, audited);
+}
+
+void KmsService::Impl::HandleAsync(std::string_view op_name, const json& params,
+                                   const CallerContext& caller,
+                                   std::function<void(ServiceReply)> done) {
+  auto p = std::make_shared<Pending>();
+  if (std::optional<ServiceReply> early = Run(op_name, params, caller, *p)) {
+    done(std::move(*early));
+    return;
+  }
+  AuditEvent& ev = p->ev;
+  // One record, not already in the change's transaction, to a sink that may commit it later:
+  // the caller's thread goes on, and the reply is made when the record's fate is known.
+  // Anything else (two records, a failed in-transaction append) takes the synchronous path.
+  if (!p->audit_needed || ev.recorded_in_txn || ev.secondary || ev.txn_audit_failed) {
+    bool audited = true;
+    if (p->audit_needed) {
+      audited =
+          FinishAudit(ev, p->out.ok() ? std::string_view("Success") : p->error_reply.error_name,
+                      p->out.ok() ? std::string_view() : p->error_reply.error_message);
+    }
+    done(ReplyAfterAudit(ev, p->out, p->error_reply, audited));
+    return;
+  }
+  AuditRecord record = ev.record;
+  CompleteRecord(record, ev,
+                 p->out.ok() ? std::string_view("Success") : p->error_reply.error_name,
+                 p->out.ok() ? std::string_view() : p->error_reply.error_message);
+  audit_->AppendAsync(std::move(record), [p, done = std::move(done)](Status s) {
+    if (!s.ok()) LogAuditUnavailable(p->ev, s);
+    done(ReplyAfterAudit(p->ev, p->out, p->error_reply, s.ok()));
+  });
 }
 
 bool KmsService::Impl::FinishAudit(AuditEvent& ev, std::string_view outcome,
                                    std::string_view error_message) {
   if (ev.recorded_in_txn) return true;
-  auto finish = [&](AuditRecord& r) {
-    r.outcome = std::string(outcome);
-    AppendDetail(r.detail, error_message);
-    if (ev.txn_audit_failed) AppendDetail(r.detail, "audit append inside the change failed");
-  };
-  finish(ev.record);
+  CompleteRecord(ev.record, ev, outcome, error_message);
   Status s = audit_->Append(ev.record);
   if (s.ok() && ev.secondary) {
-    finish(*ev.secondary);
+    CompleteRecord(*ev.secondary, ev, outcome, error_message);
     s = audit_->Append(*ev.secondary);
   }
-  if (!s.ok() || ev.txn_audit_failed) {
-    Log()->critical(
-        "AUDIT TRAIL UNAVAILABLE: {} by uid {} on key {} denied (fail closed): {}",
-        ev.record.operation, static_cast<uint32_t>(ev.record.principal.uid),
-        ev.record.key_id.empty() ? "-" : ev.record.key_id,
-        s.ok() ? std::string("append inside the change's transaction failed") : s.ToString());
-  }
+  if (!s.ok() || ev.txn_audit_failed) LogAuditUnavailable(ev, s);
   return s.ok();
 }
 

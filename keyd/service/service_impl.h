@@ -59,6 +59,8 @@ class KmsService::Impl {
        std::function<int64_t()> clock, Options options);
 
   ServiceReply Handle(std::string_view op, const json& params, const CallerContext& caller);
+  void HandleAsync(std::string_view op, const json& params, const CallerContext& caller,
+                   std::function<void(ServiceReply)> done);
   ScheduledWorkReport RunScheduledWork(int64_t now);
 
   // ---- operations (key_ops.cc: keys, aliases, rotation, policy; crypto_ops.cc: data plane;
@@ -126,6 +128,11 @@ class KmsService::Impl {
   KeyStore::TxnHook AuditHook(AuditEvent& ev);
   // Appends the request's record(s) unless already written; false if the trail failed.
   bool FinishAudit(AuditEvent& ev, std::string_view outcome, std::string_view error_message);
+  // Handle and HandleAsync: runs the operation into `p`; a reply when there is nothing left to
+  // do (an unknown operation), else what remains is the audit record and ReplyAfterAudit.
+  struct Pending;
+  std::optional<ServiceReply> Run(std::string_view op, const json& params,
+                                  const CallerContext& caller, Pending& p);
   // The principal of scheduler actions: keyd itself.
   Principal SelfPrincipal() const;
   OpResult GenerateDataKeyCommon(const json& p, const CallerContext& c, AuditEvent& ev,

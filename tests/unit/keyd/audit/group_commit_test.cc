@@ -1,6 +1,10 @@
 // Group commit: many concurrent appends share few durable commits, and the chain stays whole.
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -68,6 +72,85 @@ TEST_CASE("8 threads x 500 appends: all durable, dense, chained, in far fewer co
   REQUIRE(v.ok());
   CHECK(v->ok);
   CHECK(v->message == "verified 1..4000");
+}
+
+TEST_CASE("AppendAsync beside Append: every continuation runs once, after its record is durable",
+          "[audit][group]") {
+  AuditTempDir dir;
+  auto env = Env::Open(dir.Sub("state"));
+  REQUIRE(env.ok());
+  auto trail = AuditTrail::Open(**env, QuietOptions(nullptr));
+  REQUIRE(trail.ok());
+
+  // Each continuation reads the trail's durable head (reading is allowed in a continuation;
+  // appending to the same trail is not).
+  constexpr int kAsyncThreads = 4, kSyncThreads = 2, kPer = 150;
+  constexpr int kAsync = kAsyncThreads * kPer;
+  std::atomic<int> continued{0}, failures{0}, early{0};
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kAsyncThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPer; ++i) {
+        (*trail)->AppendAsync(SampleRecord(i), [&](Status s) {
+          if (!s.ok()) ++failures;
+          // Durable means in the WAL or LMDB (Head() reads both): the durable head must count at
+          // least every async record continued so far, this one included.
+          auto head = (*trail)->Head();
+          const int before = continued.load();
+          if (!head.ok() || head->sequence < static_cast<uint64_t>(before + 1)) ++early;
+          if (++continued == kAsync) {
+            std::lock_guard lock(done_mu);
+            done_cv.notify_all();
+          }
+        });
+      }
+    });
+  }
+  for (int t = 0; t < kSyncThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPer; ++i) {
+        if (!(*trail)->Append(SampleRecord(i)).ok()) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  {
+    std::unique_lock lock(done_mu);
+    REQUIRE(done_cv.wait_for(lock, std::chrono::seconds(60), [&] { return continued == kAsync; }));
+  }
+  CHECK(failures == 0);
+  CHECK(early == 0);
+  CHECK((*trail)->GetStats().queued == 0);
+  CHECK((*trail)->GetStats().appended == kAsync + kSyncThreads * kPer);
+  auto v = (*trail)->VerifyChain();
+  REQUIRE(v.ok());
+  CHECK(v->ok);
+  CHECK(v->message == "verified 1.." + std::to_string(kAsync + kSyncThreads * kPer));
+}
+
+TEST_CASE("AppendAsync on a failing WAL: the continuation gets the error, nothing is acknowledged",
+          "[audit][group]") {
+  AuditTempDir dir;
+  auto env = Env::Open(dir.Sub("state"));
+  REQUIRE(env.ok());
+  std::atomic<bool> fail{false};
+  AuditTrail::Options o = QuietOptions(nullptr);
+  o.wal_fault_for_test = [&](bool) { return fail ? EIO : 0; };
+  auto trail = AuditTrail::Open(**env, o);
+  REQUIRE(trail.ok());
+  REQUIRE((*trail)->Append(SampleRecord(1)).ok());
+  fail = true;
+  std::optional<Status> got;
+  (*trail)->AppendAsync(SampleRecord(2), [&](Status s) { got = s; });
+  // No other caller: this thread committed it before returning.
+  REQUIRE(got.has_value());
+  CHECK(got->code() == Code::kIo);
+  fail = false;
+  auto v = (*trail)->VerifyChain();
+  REQUIRE(v.ok());
+  CHECK(v->message == "verified 1..1");
 }
 
 TEST_CASE("Append and AppendInTxn interleave (some transactions abort) without breaking the chain",

@@ -53,6 +53,72 @@ TEST_CASE("fail closed: no plaintext without a durable audit record", "[service]
   }
 }
 
+// A sink that keeps AppendAsync's records and their continuations, for the test to settle.
+class DeferringAuditSink final : public AuditSink {
+ public:
+  Status Append(AuditRecord record) override {
+    sync_records.push_back(std::move(record));
+    return Status::Ok();
+  }
+  void AppendAsync(AuditRecord record, std::function<void(Status)> done) override {
+    pending.emplace_back(std::move(record), std::move(done));
+  }
+  std::vector<AuditRecord> sync_records;
+  std::vector<std::pair<AuditRecord, std::function<void(Status)>>> pending;
+};
+
+TEST_CASE("HandleAsync: no answer before the audit record is settled, and no key if it fails",
+          "[service][audit]") {
+  Harness h;
+  const std::string id = h.CreateKey();
+  const json enc = h.Ok("Encrypt", {{"KeyId", id}, {"Plaintext", B64("x")}});
+  DeferringAuditSink sink;
+  auto svc = KmsService::Create(h.store.get(), &sink, &h.resolver, h.clock.Fn(),
+                                Harness::TestOptions());
+  REQUIRE(svc.ok());
+  KmsService& service = **svc;
+  std::vector<ServiceReply> replies;
+  auto collect = [&](ServiceReply r) { replies.push_back(std::move(r)); };
+
+  service.HandleAsync("GenerateDataKey", {{"KeyId", id}, {"KeySpec", "AES_256"}}, Root(),
+                      collect);
+  CHECK(replies.empty());  // the key waits for its record
+  REQUIRE(sink.pending.size() == 1);
+  CHECK(sink.pending[0].first.operation == "GenerateDataKey");
+  CHECK(sink.pending[0].first.outcome == "Success");
+
+  SECTION("a durable record releases the key") {
+    sink.pending[0].second(Status::Ok());
+    REQUIRE(replies.size() == 1);
+    REQUIRE(replies[0].ok());
+    CHECK(replies[0].result.contains("Plaintext"));
+    CHECK(replies[0].result.contains("CiphertextBlob"));
+  }
+  SECTION("a failed record refuses it (fail closed)") {
+    sink.pending[0].second(Error(Code::kIo, "audit disk full (test)", 28));
+    REQUIRE(replies.size() == 1);
+    REQUIRE_FALSE(replies[0].ok());
+    CHECK(replies[0].error_name == "KMSInternalException");
+    CHECK(replies[0].error_message.find(kAuditDown) == 0);
+    CHECK(replies[0].result == json::object());
+  }
+  SECTION("an operation without a record answers at once") {
+    service.HandleAsync("DescribeKey", {{"KeyId", id}}, Root(), collect);
+    REQUIRE(replies.size() == 1);
+    CHECK(replies[0].ok());
+    CHECK(sink.pending.size() == 1);
+  }
+  SECTION("two records (ReEncrypt) take the synchronous path") {
+    service.HandleAsync("ReEncrypt",
+                        {{"CiphertextBlob", enc["CiphertextBlob"]}, {"DestinationKeyId", id}},
+                        Root(), collect);
+    REQUIRE(replies.size() == 1);
+    CHECK(replies[0].ok());
+    CHECK(sink.pending.size() == 1);
+    CHECK(sink.sync_records.size() == 2);
+  }
+}
+
 TEST_CASE("admin changes: in the change's transaction when the sink supports it",
           "[service][audit]") {
   SECTION("transactional sink failing: the change is not applied") {
