@@ -189,13 +189,15 @@ AuditTrail::AuditTrail(Env& env, Dbs dbs, Options options)
     : env_(env), dbs_(dbs), options_(std::move(options)) {}
 
 AuditTrail::~AuditTrail() {
-  journal_.reset();  // its thread reads through us: stop it first
   {
     std::lock_guard lock(queue_mu_);
     stop_committer_ = true;
   }
   committer_cv_.notify_all();
-  if (committer_.joinable()) committer_.join();  // it commits what is queued first
+  // It commits what is queued first (AppendAsync records may still be queued when the server
+  // gave up waiting for them), and notifies the journal thread after each commit: before that.
+  if (committer_.joinable()) committer_.join();
+  journal_.reset();  // its thread reads through us: stop it before anything else goes
   if (!wal_.valid()) return;
   Status s = Flush();
   if (!s.ok()) {
@@ -754,7 +756,8 @@ void AuditTrail::AppendAsync(AuditRecord record, std::function<void(Status)> don
   }
   w->done = std::move(done);
   std::unique_lock lock(queue_mu_);
-  queue_.push_back(w.release());  // owned by the queue now: the commit calls `done` and deletes it
+  queue_.push_back(w.get());  // owned by the queue now: the commit calls `done` and deletes it
+  w.release();
   in_append_.fetch_add(1, std::memory_order_relaxed);
   if (committing_) return;  // the commit under way, or the committer after it, takes it
   (void)CommitQueueAndHandOff(lock, nullptr);  // our `done` got the result with the others
@@ -780,9 +783,12 @@ Status AuditTrail::CommitAndRelease(const std::vector<Writer*>& batch, const Wri
       try {
         owned->done(s);
       } catch (const std::exception& e) {
-        // The caller's continuation failed (out of memory building its answer); the record's
-        // fate is settled either way, and the other writers of the batch still get theirs.
+        // The caller's continuation failed (it answers its request itself even then: see
+        // KmsService::HandleAsync); the record's fate is settled either way, and the other
+        // writers of the batch still get theirs.
         Log()->error("audit: a caller's continuation failed: {}", e.what());
+      } catch (...) {
+        Log()->error("audit: a caller's continuation failed with a non-standard exception");
       }
       continue;
     }

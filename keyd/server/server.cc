@@ -721,10 +721,27 @@ void Server::Impl::Process(uint64_t connection_id, const Principal& peer, std::s
   auto answered = std::make_shared<std::atomic<bool>>(false);
   auto deliver = [box = outbox_, answered, connection_id, uid = peer.uid, op_name,
                   rid = request->request_id, started](ServiceReply reply) {
-    if (answered->exchange(true)) return;
-    box->Post(Finish(connection_id, uid, op_name, started,
-                     ResponseFor(connection_id, op_name, rid, std::move(reply)),
-                     /*close_after=*/false));
+    if (answered->load()) {  // an exception path answered already
+      ipc::WipeJsonStrings(reply.result);
+      return;
+    }
+    Completion done;
+    try {
+      done = Finish(connection_id, uid, op_name, started,
+                    ResponseFor(connection_id, op_name, rid, std::move(reply)),
+                    /*close_after=*/false);
+    } catch (...) {
+      ipc::WipeJsonStrings(reply.result);
+      // Out of memory: the smallest answer that still ends the request (ErrorFrame cannot
+      // fail short of that too; then the connection closes when keyd stops, as before).
+      done.connection_id = connection_id;
+      done.close_after = true;
+    }
+    if (answered->exchange(true)) {
+      crypto::Wipe(done.frame);
+      return;
+    }
+    box->Post(std::move(done));
   };
   try {
     handler_.HandleAsync(op_name, request->params, caller, deliver);

@@ -306,7 +306,15 @@ void KmsService::Impl::HandleAsync(std::string_view op_name, const json& params,
                  p->out.ok() ? std::string_view() : p->error_reply.error_message);
   audit_->AppendAsync(std::move(record), [p, done = std::move(done)](Status s) {
     if (!s.ok()) LogAuditUnavailable(p->ev, s);
-    done(ReplyAfterAudit(p->ev, p->out, p->error_reply, s.ok()));
+    ServiceReply reply;
+    try {
+      reply = ReplyAfterAudit(p->ev, p->out, p->error_reply, s.ok());
+    } catch (...) {
+      // Out of memory making the reply: the request is still answered (its connection would
+      // otherwise wait forever), and the plaintext goes with `p`.
+      reply = ServiceReply::Error("KMSInternalException", "keyd ran out of memory; retry later");
+    }
+    done(std::move(reply));
   });
 }
 
