@@ -172,6 +172,14 @@ struct KmsService::Impl::Pending {
   OpResult out = Error(Code::kInternal, "not run");
   ServiceReply error_reply;  // when !out.ok()
   bool audit_needed = false;
+
+  // The record's outcome and detail (CompleteRecord, FinishAudit).
+  std::string_view outcome() const {
+    return out.ok() ? std::string_view("Success") : std::string_view(error_reply.error_name);
+  }
+  std::string_view error_message() const {
+    return out.ok() ? std::string_view() : std::string_view(error_reply.error_message);
+  }
 };
 
 namespace {
@@ -270,11 +278,11 @@ ServiceReply KmsService::Impl::Handle(std::string_view op_name, const json& para
                                       const CallerContext& caller) {
   Pending p;
   if (std::optional<ServiceReply> early = Run(op_name, params, caller, p)) return *early;
-  bool audited = true;
-  if (p.audit_needed) {
-    audited = FinishAudit(p.ev, p.out.ok() ? std::string_view("Success") : p.error_reply.error_name,
-                          p.out.ok() ? std::string_view() : p.error_reply.error_message);
-  }
+  return FinishNow(p);
+}
+
+ServiceReply KmsService::Impl::FinishNow(Pending& p) {
+  const bool audited = !p.audit_needed || FinishAudit(p.ev, p.outcome(), p.error_message());
   return ReplyAfterAudit(p.ev, p.out, p.error_reply, audited);
 }
 
@@ -291,19 +299,11 @@ void KmsService::Impl::HandleAsync(std::string_view op_name, const json& params,
   // the caller's thread goes on, and the reply is made when the record's fate is known.
   // Anything else (two records, a failed in-transaction append) takes the synchronous path.
   if (!p->audit_needed || ev.recorded_in_txn || ev.secondary || ev.txn_audit_failed) {
-    bool audited = true;
-    if (p->audit_needed) {
-      audited =
-          FinishAudit(ev, p->out.ok() ? std::string_view("Success") : p->error_reply.error_name,
-                      p->out.ok() ? std::string_view() : p->error_reply.error_message);
-    }
-    done(ReplyAfterAudit(ev, p->out, p->error_reply, audited));
+    done(FinishNow(*p));
     return;
   }
   AuditRecord record = ev.record;
-  CompleteRecord(record, ev,
-                 p->out.ok() ? std::string_view("Success") : p->error_reply.error_name,
-                 p->out.ok() ? std::string_view() : p->error_reply.error_message);
+  CompleteRecord(record, ev, p->outcome(), p->error_message());
   audit_->AppendAsync(std::move(record), [p, done = std::move(done)](Status s) {
     if (!s.ok()) LogAuditUnavailable(p->ev, s);
     ServiceReply reply;

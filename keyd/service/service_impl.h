@@ -133,6 +133,8 @@ class KmsService::Impl {
   struct Pending;
   std::optional<ServiceReply> Run(std::string_view op, const json& params,
                                   const CallerContext& caller, Pending& p);
+  // What remains of `p` on this thread: its audit record(s), if needed, then the reply.
+  ServiceReply FinishNow(Pending& p);
   // The principal of scheduler actions: keyd itself.
   Principal SelfPrincipal() const;
   OpResult GenerateDataKeyCommon(const json& p, const CallerContext& c, AuditEvent& ev,
