@@ -56,14 +56,6 @@ void IgnoreKick(int) {}
 
 }  // namespace
 
-SessionLoop::SignalsBlocked::SignalsBlocked() {
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old_);
-}
-
-SessionLoop::SignalsBlocked::~SignalsBlocked() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
-
 SessionLoop::SessionLoop(fuse_session* session, size_t max_workers, bool sync_is_free)
     : session_(session),
       max_workers_(max_workers == 0 ? 1 : max_workers),

@@ -1,8 +1,6 @@
 // SessionLoop: kmsfs's own multi-threaded request loop over a libfuse low-level session.
 #pragma once
 
-#include <signal.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -13,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/base/signals_blocked.h"
 #include "fs/fuse/reply.h"  // FUSE_USE_VERSION + <fuse_lowlevel.h>
 
 namespace kmsfs::fs {
@@ -64,19 +63,6 @@ class SessionLoop {
   }
 
  private:
-  // Blocks every signal in the calling thread for its lifetime (a thread created meanwhile
-  // inherits the mask), then restores the old mask.
-  class SignalsBlocked {
-   public:
-    SignalsBlocked();
-    ~SignalsBlocked();
-    SignalsBlocked(const SignalsBlocked&) = delete;
-    SignalsBlocked& operator=(const SignalsBlocked&) = delete;
-
-   private:
-    sigset_t old_;
-  };
-
   void Work();
   // Hands `buf` to a worker and gives the caller a recycled buffer in its place. Called by the
   // reader and (`relief`) the relief reader, which never answers a request itself.

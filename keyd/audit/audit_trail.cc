@@ -2,8 +2,6 @@
 
 #include <fcntl.h>
 #include <linux/futex.h>
-#include <pthread.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -18,6 +16,7 @@
 
 #include "common/base/check.h"
 #include "common/base/scope_exit.h"
+#include "common/base/signals_blocked.h"
 #include "common/base/unique_fd.h"
 #include "common/log/log.h"
 #include "keyd/audit/journal_emitter.h"
@@ -735,7 +734,7 @@ Status AuditTrail::CommitQueueAndHandOff(std::unique_lock<std::mutex>& lock, con
     // caller gets its answer now instead of after their commit. committing_ stays set: the
     // queue is the committer's now.
     handoff_ = true;
-    StartCommitterLocked();
+    StartCommitterLocked(lock);
     committer_cv_.notify_one();
   }
   return s;
@@ -798,27 +797,28 @@ Status AuditTrail::CommitAndRelease(const std::vector<Writer*>& batch, const Wri
   return s;
 }
 
-void AuditTrail::StartCommitterLocked() {
+void AuditTrail::CommitUntilEmptyLocked(std::unique_lock<std::mutex>& lock) {
+  while (!queue_.empty()) {
+    std::vector<Writer*> batch = TakeBatch();
+    lock.unlock();
+    (void)CommitAndRelease(batch, nullptr);  // each writer got the result
+    lock.lock();
+  }
+  committing_ = false;  // the next caller commits itself again
+}
+
+void AuditTrail::StartCommitterLocked(std::unique_lock<std::mutex>& lock) {
   if (committer_.joinable()) return;
   try {
     // All signals blocked: keyd handles its signals through a signalfd on the main thread.
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    ScopeExit restore([&] { pthread_sigmask(SIG_SETMASK, &old, nullptr); });
+    SignalsBlocked blocked;
     committer_ = std::thread([this] { CommitLoop(); });
   } catch (const std::exception& e) {
     // No thread: the queued writers must not wait for one that never comes. They are committed
     // here instead (the caller waits for their commit too, and for those that keep coming).
     Log()->warn("audit: cannot start the committer thread ({}); committing inline", e.what());
     handoff_ = false;
-    while (!queue_.empty()) {
-      std::vector<Writer*> batch = TakeBatch();
-      queue_mu_.unlock();
-      (void)CommitAndRelease(batch, nullptr);  // each writer got the result
-      queue_mu_.lock();
-    }
-    committing_ = false;
+    CommitUntilEmptyLocked(lock);
   }
 }
 
@@ -830,14 +830,7 @@ void AuditTrail::CommitLoop() {
     committer_cv_.wait(lock, [&] { return stop_committer_ || handoff_; });
     if (!handoff_) return;  // stopping, and nothing was handed to us
     handoff_ = false;
-    // Owned: committing_ is set and the queue is ours until it runs empty.
-    while (!queue_.empty()) {
-      std::vector<Writer*> batch = TakeBatch();
-      lock.unlock();
-      (void)CommitAndRelease(batch, nullptr);  // each writer got the result
-      lock.lock();
-    }
-    committing_ = false;  // the next caller commits itself again
+    CommitUntilEmptyLocked(lock);  // owned: committing_ is set, the queue ours until empty
   }
 }
 

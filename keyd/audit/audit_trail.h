@@ -188,7 +188,10 @@ class AuditTrail final : public TransactionalAuditSink, public AuditReader {
   // (waits on nothing; gets the result returned), or null.
   Status CommitQueueAndHandOff(std::unique_lock<std::mutex>& lock, const Writer* self);
   Status CommitAndRelease(const std::vector<Writer*>& batch, const Writer* self);
-  void StartCommitterLocked();
+  void StartCommitterLocked(std::unique_lock<std::mutex>& lock);
+  // The owner of the queue (committing_ set) commits it batch by batch until it is empty, then
+  // clears committing_. `lock` holds queue_mu_ and is released during each commit.
+  void CommitUntilEmptyLocked(std::unique_lock<std::mutex>& lock);
   void CommitLoop();
   // Zeros (and fdatasyncs) the frames of a failed WAL write whose first erasure failed too. Until
   // that succeeds nothing else may change the WAL or the trail (see unerased_). Caller holds the
