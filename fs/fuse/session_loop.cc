@@ -83,10 +83,7 @@ int SessionLoop::Run() {
   kick.sa_handler = IgnoreKick;  // no SA_RESTART: the relief reader's read(2) must end
   sigemptyset(&kick.sa_mask);
   ::sigaction(KickSignal(), &kick, &old_kick);
-  {
-    SignalsBlocked blocked;
-    watchdog_ = std::thread([this] { Watch(); });
-  }
+  watchdog_ = StartQuietThread([this] { Watch(); });
   fuse_buf buf{};  // mem null: libfuse allocates it on the first read
   int res = 0;
   const int fd = fuse_session_fd(session_);
@@ -165,7 +162,7 @@ void SessionLoop::HandOff(fuse_buf* buf, bool relief) {
   try {
     SignalsBlocked blocked;
     std::lock_guard lock(start_mu_);
-    workers_.emplace_back([this] { Work(); });
+    workers_.emplace_back([this] { Work(); });  // in place: a failed reallocation starts none
     return;
   } catch (const std::exception&) {
     // No thread (EAGAIN): the request must not wait for a worker that may never come.
