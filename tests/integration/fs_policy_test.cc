@@ -29,37 +29,21 @@ constexpr uid_t kAlice = 1000;
 // open(2) of `path` by a child process running as uid:gid (no supplementary groups); with
 // `data`, it also writes it. Returns 0 or the errno of the first failing call.
 int OpenAs(uid_t uid, const std::string& path, int flags, const std::string& data = "") {
-  int pipefd[2];
-  REQUIRE(::pipe(pipefd) == 0);
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(pipefd[0]);
-    int err = 0;
+  const int err = InChild([&] {
     if (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 ||
         ::setresuid(uid, uid, uid) != 0) {
-      err = 1000 + errno;
-    } else {
-      const int fd = ::open(path.c_str(), flags, 0666);
-      if (fd < 0) {
-        err = errno;
-      } else {
-        if (!data.empty() &&
-            ::write(fd, data.data(), data.size()) != static_cast<ssize_t>(data.size())) {
-          err = errno;
-        }
-        if (::close(fd) != 0 && err == 0) err = errno;
-      }
+      return 1000 + errno;
     }
-    (void)!::write(pipefd[1], &err, sizeof err);
-    ::_exit(0);
-  }
-  ::close(pipefd[1]);
-  int err = -1;
-  REQUIRE(::read(pipefd[0], &err, sizeof err) == static_cast<ssize_t>(sizeof err));
-  ::close(pipefd[0]);
-  int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
+    const int fd = ::open(path.c_str(), flags, 0666);
+    if (fd < 0) return errno;
+    int e = 0;
+    if (!data.empty() &&
+        ::write(fd, data.data(), data.size()) != static_cast<ssize_t>(data.size())) {
+      e = errno;
+    }
+    if (::close(fd) != 0 && e == 0) e = errno;
+    return e;
+  });
   REQUIRE(err < 1000);  // the child could drop its privileges
   return err;
 }

@@ -236,6 +236,27 @@ RunResult Run(const std::vector<std::string>& argv, const std::vector<std::strin
   return r;
 }
 
+int InChild(const std::function<int()>& fn) {
+  int pipefd[2];
+  REQUIRE(::pipe(pipefd) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(pipefd[0]);
+    const int result = fn();
+    (void)!::write(pipefd[1], &result, sizeof result);
+    ::_exit(0);
+  }
+  ::close(pipefd[1]);
+  int result = -1;
+  const ssize_t n = ::read(pipefd[0], &result, sizeof result);
+  ::close(pipefd[0]);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(n == static_cast<ssize_t>(sizeof result));
+  return result;
+}
+
 std::vector<std::string> AsUser(uid_t uid, gid_t gid, std::vector<std::string> argv) {
   std::vector<std::string> out = {"setpriv", "--reuid=" + std::to_string(uid),
                                   "--regid=" + std::to_string(gid), "--clear-groups", "--"};

@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,6 +46,11 @@ struct RunResult {
 // Fails the test (REQUIRE) if it does not finish within `timeout` (the child is killed).
 RunResult Run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
               milliseconds timeout = milliseconds(30'000));
+
+// Runs `fn` in a forked child (for system calls made under another identity: the child may
+// setresuid, drop capabilities, ...) and returns the int it returned, e.g. 0 or an errno.
+// REQUIREs that the child reported back.
+int InChild(const std::function<int()>& fn);
 
 // argv prefixed with setpriv so that it runs as uid/gid with no supplementary groups.
 std::vector<std::string> AsUser(uid_t uid, gid_t gid, std::vector<std::string> argv);
