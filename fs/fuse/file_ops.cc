@@ -3,15 +3,21 @@
 // with the caller's identity and the file's path; the key lives in the inode's OpenFile only
 // while a handle is open.
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <shared_mutex>
+#include <string>
 #include <vector>
 
 #include "common/base/scope_exit.h"
 #include "fs/fuse/filesystem.h"
+#include "fs/fuse/kill_priv.h"
 #include "fs/fuse/sys_util.h"
 
 namespace kmsfs::fs {
@@ -85,7 +91,8 @@ Result<FileContent*> Filesystem::ContentFor(const FileHandle& h) {
   return h.inode->open_file->Content();
 }
 
-Result<Filesystem::FileHandle*> Filesystem::OpenHandle(fuse_req_t req, Inode* inode, int flags) {
+Result<Filesystem::FileHandle*> Filesystem::OpenHandle(fuse_req_t req, Inode* inode, int flags,
+                                                       bool kill_suid_gid, fuse_ino_t ino) {
   if (!inode->is_reg()) return Errno(EISDIR, "open: not a regular file");
   const bool wants_write = (flags & O_ACCMODE) != O_RDONLY;
   // Read-write whenever the mount may (writes are read-modify-write of blocks, so even an
@@ -130,6 +137,7 @@ Result<Filesystem::FileHandle*> Filesystem::OpenHandle(fuse_req_t req, Inode* in
   }
   if ((flags & O_TRUNC) && wants_write) {
     Status st = inode->open_file->content().Truncate(0);
+    if (st.ok() && kill_suid_gid) st = KillSuidGid(ino, inode);
     if (!st.ok()) {
       std::lock_guard lock(inode->mu);
       if (--inode->open_count == 0) {
@@ -148,8 +156,9 @@ void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   std::call_once(first_open_, [this] {
     if (first_open_hook_) first_open_hook_();
   });
+  const bool kill = CurrentRequestKillsSuidGid();
   Answer(
-      req, "open", inode->id().ino, [&]() { return OpenHandle(req, inode, fi->flags); },
+      req, "open", inode->id().ino, [&]() { return OpenHandle(req, inode, fi->flags, kill, ino); },
       [fi](fuse_req_t r, FileHandle* h) {
         fi->fh = reinterpret_cast<uint64_t>(h);
         SetOpenFlags(fi, h->flags);
@@ -227,10 +236,13 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t 
                        fuse_file_info* fi) {
   Inode* inode = InodeOf(ino);
   auto* h = FromFh<FileHandle>(fi->fh);
+  const bool kill = CurrentRequestKillsSuidGid();
   Answer(
       req, "write", inode->id().ino,
       [&]() -> Result<size_t> {
         if (off < 0) return Errno(EINVAL, "write: negative offset");
+        // Before the data, as Linux's file_remove_privs.
+        if (kill) KMSFS_RETURN_IF_ERROR(KillSuidGid(ino, inode));
         const ByteSpan bytes(reinterpret_cast<const uint8_t*>(data), size);
         // writepage requests (mmap) carry a page offset and may borrow any writable handle,
         // O_APPEND ones included: they are never appends.
@@ -301,9 +313,44 @@ void Filesystem::FAllocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
     if (!inode->open_file || !inode->writable) return Errno(EBADF, "fallocate");
     KMSFS_ASSIGN_OR_RETURN(FileContent * content, ContentFor(*h));
     KMSFS_ASSIGN_OR_RETURN(uint64_t size, content->Size());
+    // The kernel sends no flag for fallocate under FUSE_HANDLE_KILLPRIV_V2, though Linux clears
+    // set-id bits here too (file_modified): the caller's own capabilities decide.
+    KMSFS_RETURN_IF_ERROR(KillSuidGid(ino, inode, fuse_req_ctx(req)->pid));
     if (end <= size) return Status::Ok();
     return content->Truncate(end);
   });
+}
+
+namespace {
+
+// Whether process `pid` has CAP_FSETID in its effective set; false if that cannot be read (it
+// has exited, say), which errs on the side of clearing.
+bool HasCapFsetid(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (!line.starts_with("CapEff:")) continue;
+    const uint64_t caps = std::strtoull(line.c_str() + 7, nullptr, 16);
+    return (caps & (uint64_t{1} << CAP_FSETID)) != 0;
+  }
+  return false;
+}
+
+}  // namespace
+
+Status Filesystem::KillSuidGid(fuse_ino_t ino, Inode* inode, pid_t unless_capable) {
+  struct stat st;
+  if (::fstatat(inode->fd(), "", &st, AT_EMPTY_PATH) != 0) return SysError("stat", errno);
+  const mode_t mode = st.st_mode & 07777;
+  mode_t kept = mode & ~S_ISUID;
+  if ((kept & S_IXGRP) != 0) kept &= ~S_ISGID;
+  if (kept == mode) return Status::Ok();
+  if (unless_capable != 0 && HasCapFsetid(unless_capable)) return Status::Ok();
+  const ProcPath proc(inode->fd());
+  if (::chmod(proc.c_str(), kept) != 0) return SysError("chmod: clear set-id bits", errno);
+  // Before the caller's data lands: an exec must not find the old mode in the kernel's cache.
+  if (attr_changed_hook_) attr_changed_hook_(ino);
+  return Status::Ok();
 }
 
 void Filesystem::Flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* /*fi*/) {

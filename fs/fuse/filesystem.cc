@@ -317,6 +317,10 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
           if (attr->st_size < 0) return Errno(EINVAL, "truncate: negative size");
           KMSFS_RETURN_IF_ERROR(Truncate(req, inode, static_cast<uint64_t>(attr->st_size), fi));
         }
+        // FATTR_KILL_SUIDGID (kill_priv.h): a truncate by a caller without CAP_FSETID.
+        if ((valid & FUSE_SET_ATTR_KILL_SUID) != 0 && (valid & FUSE_SET_ATTR_MODE) == 0) {
+          KMSFS_RETURN_IF_ERROR(KillSuidGid(ino, inode));
+        }
         // Times last: a truncate above sets mtime itself.
         if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
           struct timespec tv[2];

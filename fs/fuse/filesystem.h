@@ -115,6 +115,12 @@ class Filesystem {
   // `hook` runs once, on the first open of a regular file (mount.cc raises the read-ahead
   // there). Set before the session loop runs.
   void SetFirstOpenHook(std::function<void()> hook) { first_open_hook_ = std::move(hook); }
+  // `hook` tells the kernel that its cached attributes of an inode are out of date (mount.cc:
+  // fuse_lowlevel_notify_inval_inode with no page range). Called from request handlers, when
+  // KillSuidGid changed a mode the kernel did not ask to change. Set before the loop runs.
+  void SetAttrChangedHook(std::function<void(fuse_ino_t)> hook) {
+    attr_changed_hook_ = std::move(hook);
+  }
   const FilesystemOptions& options() const { return options_; }
 
   // Number of inodes the kernel holds (tests, leak checks).
@@ -179,7 +185,9 @@ class Filesystem {
 
   // Contents.
   Result<UniqueFd> ReopenBacking(Inode* inode, bool writable);
-  Result<FileHandle*> OpenHandle(fuse_req_t req, Inode* inode, int flags);
+  // `kill_suid_gid`: an O_TRUNC open also clears set-id bits (KillSuidGid of `ino`).
+  Result<FileHandle*> OpenHandle(fuse_req_t req, Inode* inode, int flags,
+                                 bool kill_suid_gid = false, fuse_ino_t ino = 0);
   // A handle of `inode` for the caller of `req`, its Grant registered for revalidation.
   // REQUIRES: the caller has just counted it in inode->open_count.
   FileHandle* NewHandle(fuse_req_t req, Inode* inode, int flags);
@@ -189,6 +197,12 @@ class Filesystem {
   // Drops the handle's Grant (Release). REQUIRES: inode->mu held.
   void DropGrant(const FileHandle& h);
   Status Truncate(fuse_req_t req, Inode* inode, uint64_t size, fuse_file_info* fi);
+  // Clears the set-user-id bit, and the set-group-id bit if the group may execute, as Linux
+  // does when a caller without CAP_FSETID writes or truncates (kill_priv.h: the kernel leaves
+  // that to us).
+  // `ino` is the kernel's number of `inode`. With `unless_capable`, only if that process lacks
+  // CAP_FSETID (for requests on which the kernel sends no flag).
+  Status KillSuidGid(fuse_ino_t ino, Inode* inode, pid_t unless_capable = 0);
 
   // Link tags (entry_ops.cc, format.md §6.2). OpenFileKey for an open or truncate(path) of
   // `inode`, checked against the tag of the entry it was reached through (Inode::link); ESTALE
@@ -211,6 +225,7 @@ class Filesystem {
   // Every open handle's Grant, for RevalidateOpenFiles. Lock order: after Inode::mu, before
   // InodeTable::mu_.
   std::function<void()> first_open_hook_;
+  std::function<void(fuse_ino_t)> attr_changed_hook_;
   std::once_flag first_open_;
   std::mutex grants_mu_;
   std::unordered_map<const Grant*, std::shared_ptr<Grant>> grants_;  // guarded by grants_mu_

@@ -17,6 +17,7 @@
 
 #include "common/log/log.h"
 #include "fs/fuse/filesystem.h"
+#include "fs/fuse/kill_priv.h"
 #include "fs/fuse/session_loop.h"
 #include "fs/fuse/sys_util.h"
 
@@ -253,12 +254,24 @@ Result<std::unique_ptr<FuseMount>> FuseMount::Mount(Volume* volume, DataKeySourc
     return Error(Code::kIo, "mounting on the mount point failed (see above)", EIO);
   }
   impl->mounted = true;
+  // Plain read(2)/writev(2) on the device, plus the INIT amendment of kill_priv.h.
+  const fuse_custom_io io{.writev = DeviceWritev, .read = DeviceRead, .splice_receive = nullptr,
+                          .splice_send = nullptr};
+  if (fuse_session_custom_io(impl->session, &io, fuse_session_fd(impl->session)) != 0) {
+    return Error(Code::kInternal, "cannot install the FUSE device I/O");
+  }
   if (options.read_ahead_kb > 0) {
     // Found without touching the mount: a stat would wait for INIT, which nobody serves yet.
     impl->bdi = MountDevice(options.mountpoint);
     Impl* raw = impl.get();
     impl->fs->SetFirstOpenHook([raw] { raw->RaiseReadAhead(); });
   }
+  fuse_session* session = impl->session;
+  impl->fs->SetAttrChangedHook([session](fuse_ino_t ino) {
+    // Attributes only (no page range): takes no page lock, so it is safe inside a request.
+    // -ENOENT when the kernel has forgotten the inode: nothing cached then.
+    (void)fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
+  });
   if (fuse_set_signal_handlers(impl->session) != 0) {
     return Error(Code::kInternal, "cannot install signal handlers");
   }

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "common/log/log.h"
+#include "fs/fuse/kill_priv.h"
 #include "fs/fuse/request_kind.h"
 
 namespace kmsfs::fs {
@@ -113,7 +114,7 @@ int SessionLoop::Run() {
     if ((buf.flags & FUSE_BUF_IS_FD) != 0 || RunsInline(buf.mem, buf.size, sync_is_free_)) {
       inline_seq_.fetch_add(1, std::memory_order_relaxed);
       inline_active_.store(true, std::memory_order_release);
-      fuse_session_process_buf(session_, &buf);
+      Process(&buf);
       inline_active_.store(false, std::memory_order_release);
       answered = NowNs();
     } else {
@@ -177,9 +178,14 @@ void SessionLoop::HandOff(fuse_buf* buf, bool relief) {
     own = queue_.back();
     queue_.pop_back();
   }
-  fuse_session_process_buf(session_, &own);
+  Process(&own);
   handed_off_.fetch_sub(1, std::memory_order_relaxed);
   std::free(own.mem);
+}
+
+void SessionLoop::Process(fuse_buf* buf) {
+  const CurrentRequestScope current(buf->mem, buf->size);  // for the flags libfuse drops
+  fuse_session_process_buf(session_, buf);
 }
 
 void SessionLoop::Work() {
@@ -192,7 +198,7 @@ void SessionLoop::Work() {
     fuse_buf buf = queue_.front();
     queue_.pop_front();
     lock.unlock();
-    fuse_session_process_buf(session_, &buf);
+    Process(&buf);
     handed_off_.fetch_sub(1, std::memory_order_relaxed);
     lock.lock();
     if (spare_.size() < kMaxSpareBuffers) {

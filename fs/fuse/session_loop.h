@@ -63,6 +63,8 @@ class SessionLoop {
   }
 
  private:
+  // Runs the request's libfuse callback on this thread, as its CurrentRequestScope.
+  void Process(fuse_buf* buf);
   void Work();
   // Hands `buf` to a worker and gives the caller a recycled buffer in its place. Called by the
   // reader and (`relief`) the relief reader, which never answers a request itself.
