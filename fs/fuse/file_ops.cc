@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <shared_mutex>
@@ -169,6 +170,7 @@ void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                         fuse_file_info* fi) {
   Inode* dir = InodeOf(parent);
+  const bool kill = CurrentRequestKillsSuidGid();
   struct Created {
     fuse_entry_param entry;
     FileHandle* handle;
@@ -185,7 +187,7 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
             return state.error();
           }
           KMSFS_ASSIGN_OR_RETURN(fuse_entry_param e, LookupBacking(dir, enc.backing_name, name));
-          auto h = OpenHandle(req, InodeOf(e.ino), fi->flags & ~(O_CREAT | O_EXCL));
+          auto h = OpenHandle(req, InodeOf(e.ino), fi->flags & ~(O_CREAT | O_EXCL), kill, e.ino);
           if (!h.ok()) {
             inodes_.Forget(InodeOf(e.ino), 1);
             return h.error();
@@ -323,10 +325,15 @@ void Filesystem::FAllocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
 
 namespace {
 
-// Whether process `pid` has CAP_FSETID in its effective set; false if that cannot be read (it
-// has exited, say), which errs on the side of clearing.
+// Whether process `pid` has CAP_FSETID in its effective set, as the kernel's capable() sees it:
+// false if that cannot be read (it has exited, say) or if it lives in another user namespace
+// (its CapEff counts there only), which errs on the side of clearing.
 bool HasCapFsetid(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  const std::string proc = "/proc/" + std::to_string(pid);
+  std::error_code ec;
+  const auto ns = std::filesystem::read_symlink(proc + "/ns/user", ec);
+  if (ec || ns != std::filesystem::read_symlink("/proc/self/ns/user", ec) || ec) return false;
+  std::ifstream status(proc + "/status");
   std::string line;
   while (std::getline(status, line)) {
     if (!line.starts_with("CapEff:")) continue;
@@ -346,6 +353,9 @@ Status Filesystem::KillSuidGid(fuse_ino_t ino, Inode* inode, pid_t unless_capabl
   if ((kept & S_IXGRP) != 0) kept &= ~S_ISGID;
   if (kept == mode) return Status::Ok();
   if (unless_capable != 0 && HasCapFsetid(unless_capable)) return Status::Ok();
+  // Read, then written back: the kernel holds the inode's lock around every request that gets
+  // here (write, O_TRUNC open, truncate, fallocate) and around chmod, so nothing changes the
+  // mode in between.
   const ProcPath proc(inode->fd());
   if (::chmod(proc.c_str(), kept) != 0) return SysError("chmod: clear set-id bits", errno);
   // Before the caller's data lands: an exec must not find the old mode in the kernel's cache.

@@ -84,6 +84,10 @@ void Filesystem::Init(fuse_conn_info* conn) {
   // Locks are left to the kernel (no getlk/setlk/flock ops): a local mount needs nothing else.
   conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
   conn->want &= ~FUSE_CAP_EXPORT_SUPPORT;
+  // Not the first HANDLE_KILLPRIV, which libfuse asks for by default: with it the kernel
+  // leaves set-id bits to us but sends no flag on most writes. kmsfs clears them under
+  // HANDLE_KILLPRIV_V2 (kill_priv.h); where that is not negotiated, the kernel does.
+  conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
 }
 
 // ---------------------------------------------------------------------------------------------

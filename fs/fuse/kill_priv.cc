@@ -3,7 +3,6 @@
 #include <linux/fuse.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstdint>
 #include <cstring>
 
@@ -19,8 +18,6 @@ thread_local uint64_t t_init_unique = 0;
 // The request this thread is processing (CurrentRequestScope).
 thread_local const void* t_request = nullptr;
 thread_local size_t t_request_size = 0;
-
-std::atomic<bool> g_negotiated{false};
 
 // The argument struct after the header, if the request holds all of it.
 template <class Arg>
@@ -62,7 +59,6 @@ ssize_t DeviceWritev(int fd, struct iovec* iov, int count, void* /*userdata*/) {
       iovec amended[2] = {iov[0], {&init, iov[1].iov_len}};
       const ssize_t n = ::writev(fd, amended, 2);
       if (n >= 0) {
-        g_negotiated.store(true, std::memory_order_release);
         log::Get("fs.fuse")->debug("set-id bits are cleared by kmsfs (FUSE_HANDLE_KILLPRIV_V2)");
       }
       return n;
@@ -70,8 +66,6 @@ ssize_t DeviceWritev(int fd, struct iovec* iov, int count, void* /*userdata*/) {
   }
   return ::writev(fd, iov, count);
 }
-
-bool KillPrivV2Negotiated() { return g_negotiated.load(std::memory_order_acquire); }
 
 CurrentRequestScope::CurrentRequestScope(const void* mem, size_t size) {
   t_request = mem;
@@ -94,6 +88,10 @@ bool CurrentRequestKillsSuidGid() {
     }
     case FUSE_OPEN: {
       fuse_open_in arg;
+      return ArgOf(t_request, t_request_size, &arg) && (arg.open_flags & FUSE_OPEN_KILL_SUIDGID);
+    }
+    case FUSE_CREATE: {  // O_CREAT|O_TRUNC that finds the file there after all
+      fuse_create_in arg;
       return ArgOf(t_request, t_request_size, &arg) && (arg.open_flags & FUSE_OPEN_KILL_SUIDGID);
     }
     default:

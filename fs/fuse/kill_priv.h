@@ -6,7 +6,7 @@
 // it has seen no set-id bits and no capability, skips the question from then on, and instead
 // tells the server, on the requests where Linux would clear set-id bits, to do so: a WRITE with
 // FUSE_WRITE_KILL_SUIDGID, a size-changing SETATTR with FATTR_KILL_SUIDGID and an O_TRUNC OPEN
-// with FUSE_OPEN_KILL_SUIDGID, each only when the caller lacks CAP_FSETID. (The WRITE flag comes
+// (or CREATE) with FUSE_OPEN_KILL_SUIDGID, each only when the caller lacks CAP_FSETID. (The WRITE flag comes
 // on O_DIRECT writes on every mount.) libfuse 3.14 can neither negotiate the capability nor
 // pass the WRITE and OPEN flags on, so this module does both from the raw bytes:
 //  - DeviceRead/DeviceWritev are the session's custom I/O (fuse_session_custom_io): read(2) and
@@ -30,9 +30,6 @@ namespace kmsfs::fs {
 ssize_t DeviceRead(int fd, void* buf, size_t len, void* userdata);
 ssize_t DeviceWritev(int fd, struct iovec* iov, int count, void* userdata);
 
-// True once this process has amended an INIT reply (the kernel offered the capability).
-bool KillPrivV2Negotiated();
-
 // While alive, `mem` (`size` bytes, starting with the kernel's fuse_in_header) is the calling
 // thread's current request. Not nestable.
 class CurrentRequestScope {
@@ -43,8 +40,8 @@ class CurrentRequestScope {
   CurrentRequestScope& operator=(const CurrentRequestScope&) = delete;
 };
 
-// Whether the calling thread's current request is a WRITE or OPEN on which the kernel asks the
-// server to clear set-id bits. False outside a CurrentRequestScope.
+// Whether the calling thread's current request is a WRITE, OPEN or CREATE on which the kernel
+// asks the server to clear set-id bits. False outside a CurrentRequestScope.
 bool CurrentRequestKillsSuidGid();
 
 }  // namespace kmsfs::fs

@@ -184,7 +184,9 @@ void SessionLoop::HandOff(fuse_buf* buf, bool relief) {
 }
 
 void SessionLoop::Process(fuse_buf* buf) {
-  const CurrentRequestScope current(buf->mem, buf->size);  // for the flags libfuse drops
+  // For the flags libfuse drops. A spliced request (never negotiated) is not in `mem`.
+  const bool in_memory = (buf->flags & FUSE_BUF_IS_FD) == 0;
+  const CurrentRequestScope current(in_memory ? buf->mem : nullptr, in_memory ? buf->size : 0);
   fuse_session_process_buf(session_, buf);
 }
 
