@@ -35,6 +35,7 @@ ssize_t DeviceRead(int fd, void* buf, size_t len, void* /*userdata*/) {
     fuse_in_header in;
     std::memcpy(&in, buf, sizeof(in));
     if (in.opcode == FUSE_INIT) {
+      t_init_unique = 0;  // whatever an earlier INIT armed
       // Only the first four fields: an old kernel's INIT is that short.
       uint32_t head[4];
       if (static_cast<size_t>(n) >= sizeof(in) + sizeof(head)) {
