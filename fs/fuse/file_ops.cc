@@ -326,8 +326,9 @@ void Filesystem::FAllocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
 namespace {
 
 // Whether process `pid` has CAP_FSETID in its effective set, as the kernel's capable() sees it:
-// false if that cannot be read (it has exited, say) or if it lives in another user namespace
-// (its CapEff counts there only), which errs on the side of clearing.
+// false if that cannot be read (it has exited, /proc hides it, or kmsfs may not read its
+// namespace link) or if it lives in another user namespace (its CapEff counts there only),
+// which errs on the side of clearing.
 bool HasCapFsetid(pid_t pid) {
   const std::string proc = "/proc/" + std::to_string(pid);
   std::error_code ec;
@@ -346,19 +347,21 @@ bool HasCapFsetid(pid_t pid) {
 }  // namespace
 
 Status Filesystem::KillSuidGid(fuse_ino_t ino, Inode* inode, pid_t unless_capable) {
-  struct stat st;
-  if (::fstatat(inode->fd(), "", &st, AT_EMPTY_PATH) != 0) return SysError("stat", errno);
-  const mode_t mode = st.st_mode & 07777;
-  mode_t kept = mode & ~S_ISUID;
-  if ((kept & S_IXGRP) != 0) kept &= ~S_ISGID;
-  if (kept == mode) return Status::Ok();
-  if (unless_capable != 0 && HasCapFsetid(unless_capable)) return Status::Ok();
-  // Read, then written back: the kernel holds the inode's lock around every request that gets
-  // here (write, O_TRUNC open, truncate, fallocate) and around chmod, so nothing changes the
-  // mode in between.
-  const ProcPath proc(inode->fd());
-  if (::chmod(proc.c_str(), kept) != 0) return SysError("chmod: clear set-id bits", errno);
-  // Before the caller's data lands: an exec must not find the old mode in the kernel's cache.
+  {
+    // Read, then written back: under mode_mu, so a chmod or chown through this mount cannot
+    // come in between (the kernel does not serialize an O_TRUNC open with them).
+    std::lock_guard lock(inode->mode_mu);
+    struct stat st;
+    if (::fstatat(inode->fd(), "", &st, AT_EMPTY_PATH) != 0) return SysError("stat", errno);
+    const mode_t mode = st.st_mode & 07777;
+    mode_t kept = mode & ~S_ISUID;
+    if ((kept & S_IXGRP) != 0) kept &= ~S_ISGID;
+    if (kept == mode) return Status::Ok();
+    if (unless_capable != 0 && HasCapFsetid(unless_capable)) return Status::Ok();
+    const ProcPath proc(inode->fd());
+    if (::chmod(proc.c_str(), kept) != 0) return SysError("chmod: clear set-id bits", errno);
+  }
+  // Before the caller's data lands: the kernel's cached mode must not outlive the change.
   if (attr_changed_hook_) attr_changed_hook_(ino);
   return Status::Ok();
 }

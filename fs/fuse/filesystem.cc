@@ -305,16 +305,21 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
       req, "setattr", inode->id().ino,
       [&]() -> Result<struct stat> {
         const ProcPath proc(inode->fd());
-        if (valid & FUSE_SET_ATTR_MODE) {
-          if (::chmod(proc.c_str(), attr->st_mode & 07777) != 0) {
-            return SysError("chmod", errno);
+        if (valid & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+          std::lock_guard lock(inode->mode_mu);  // see KillSuidGid
+          if (valid & FUSE_SET_ATTR_MODE) {
+            if (::chmod(proc.c_str(), attr->st_mode & 07777) != 0) {
+              return SysError("chmod", errno);
+            }
           }
-        }
-        if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
-          const uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
-          const gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
-          if (::fchownat(inode->fd(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
-            return SysError("chown", errno);
+          if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+            const uid_t uid =
+                (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
+            const gid_t gid =
+                (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+            if (::fchownat(inode->fd(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+              return SysError("chown", errno);
+            }
           }
         }
         if (valid & FUSE_SET_ATTR_SIZE) {

@@ -50,6 +50,11 @@ class Inode {
   // read-only → read-write upgrade) and for O_APPEND writes, which must find the end and write
   // there as one step.
   std::shared_mutex io_mu;
+  // Held around a change of the backing object's mode or owner (SetAttr) and around
+  // KillSuidGid's read-then-write of the mode, so that clearing set-id bits never writes back a
+  // mode from before a concurrent chmod: the kernel serializes writes, truncates and chmod on
+  // the inode, but not an O_TRUNC open. A leaf: nothing else is taken while it is held.
+  std::mutex mode_mu;
   // Guards the fields below it.
   std::mutex mu;
   // Regular files: fs/core's open state (backing fd, DEK, FileContent) while any handle is

@@ -3,7 +3,8 @@
 //
 // Without it, the kernel's file_remove_privs sends a GETXATTR "security.capability" ahead of
 // each write: two round trips per small write. With it the kernel sets S_NOSEC on an inode once
-// it has seen no set-id bits and no capability, skips the question from then on, and instead
+// it has seen no set-id bits and no capability, skips the question until its attributes are next
+// refreshed (which clears the mark: at most about once per attribute timeout), and instead
 // tells the server, on the requests where Linux would clear set-id bits, to do so: a WRITE with
 // FUSE_WRITE_KILL_SUIDGID, a size-changing SETATTR with FATTR_KILL_SUIDGID and an O_TRUNC OPEN
 // (or CREATE) with FUSE_OPEN_KILL_SUIDGID, each only when the caller lacks CAP_FSETID. (The WRITE flag comes
@@ -15,7 +16,8 @@
 //  - CurrentRequestScope marks the raw request the calling thread is processing (SessionLoop),
 //    and CurrentRequestKillsSuidGid reads its flag inside the libfuse callback.
 // Kept apart from the libfuse headers (it reads <linux/fuse.h>, which defines the same names).
-// docs/filesystem.md "Set-id bits" says what clears what.
+// docs/filesystem.md ("The kernel's question before every write, and set-id bits") says what
+// clears what.
 #pragma once
 
 #include <sys/types.h>

@@ -99,6 +99,8 @@ const Op kOps[] = {
      }},
     {"O_TRUNC open, nothing written",
      [](const std::string& p) { return OpenDo(p, O_WRONLY | O_TRUNC, [](int) { return 0; }); }},
+    // The kernel knows the file, so it sends OPEN; CREATE that finds the file there (a race)
+    // carries the same flag: unit_fs "kill_priv: ...".
     {"O_CREAT|O_TRUNC open of the existing file", [](const std::string& p) {
        return OpenDo(p, O_WRONLY | O_CREAT | O_TRUNC, [](int) { return 0; });
      }},
@@ -202,7 +204,8 @@ TEST_CASE("set-id bits: the data written beside the change is intact, chown clea
 TEST_CASE("set-id bits: the cleared mode shows at once, to exec and to stat",
           "[fs][posix][setid]") {
   // The kernel keeps its cached mode until the attribute timeout; a write does not always make
-  // it look again, so kmsfs tells it (kill_priv.h). Without that, the stat below sees 6775.
+  // it look again, so kmsfs tells it (kill_priv.h). Without that, the stat below sees 6775 (the
+  // exec passes either way: its permission check fetches fresh attributes by itself).
   Mount::Options o = AllowOther();
   o.o.push_back("suid");
   o.args = {"--log-level", "debug"};
