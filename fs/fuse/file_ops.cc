@@ -93,7 +93,7 @@ Result<FileContent*> Filesystem::ContentFor(const FileHandle& h) {
 }
 
 Result<Filesystem::FileHandle*> Filesystem::OpenHandle(fuse_req_t req, Inode* inode, int flags,
-                                                       bool kill_suid_gid, fuse_ino_t ino) {
+                                                       bool kill_suid_gid) {
   if (!inode->is_reg()) return Errno(EISDIR, "open: not a regular file");
   const bool wants_write = (flags & O_ACCMODE) != O_RDONLY;
   // Read-write whenever the mount may (writes are read-modify-write of blocks, so even an
@@ -138,7 +138,7 @@ Result<Filesystem::FileHandle*> Filesystem::OpenHandle(fuse_req_t req, Inode* in
   }
   if ((flags & O_TRUNC) && wants_write) {
     Status st = inode->open_file->content().Truncate(0);
-    if (st.ok() && kill_suid_gid) st = KillSuidGid(ino, inode);
+    if (st.ok() && kill_suid_gid) st = KillSuidGid(inode);
     if (!st.ok()) {
       std::lock_guard lock(inode->mu);
       if (--inode->open_count == 0) {
@@ -159,7 +159,7 @@ void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
   const bool kill = CurrentRequestKillsSuidGid();
   Answer(
-      req, "open", inode->id().ino, [&]() { return OpenHandle(req, inode, fi->flags, kill, ino); },
+      req, "open", inode->id().ino, [&]() { return OpenHandle(req, inode, fi->flags, kill); },
       [fi](fuse_req_t r, FileHandle* h) {
         fi->fh = reinterpret_cast<uint64_t>(h);
         SetOpenFlags(fi, h->flags);
@@ -187,7 +187,7 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
             return state.error();
           }
           KMSFS_ASSIGN_OR_RETURN(fuse_entry_param e, LookupBacking(dir, enc.backing_name, name));
-          auto h = OpenHandle(req, InodeOf(e.ino), fi->flags & ~(O_CREAT | O_EXCL), kill, e.ino);
+          auto h = OpenHandle(req, InodeOf(e.ino), fi->flags & ~(O_CREAT | O_EXCL), kill);
           if (!h.ok()) {
             inodes_.Forget(InodeOf(e.ino), 1);
             return h.error();
@@ -244,7 +244,7 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t 
       [&]() -> Result<size_t> {
         if (off < 0) return Errno(EINVAL, "write: negative offset");
         // Before the data, as Linux's file_remove_privs.
-        if (kill) KMSFS_RETURN_IF_ERROR(KillSuidGid(ino, inode));
+        if (kill) KMSFS_RETURN_IF_ERROR(KillSuidGid(inode));
         const ByteSpan bytes(reinterpret_cast<const uint8_t*>(data), size);
         // writepage requests (mmap) carry a page offset and may borrow any writable handle,
         // O_APPEND ones included: they are never appends.
@@ -317,7 +317,7 @@ void Filesystem::FAllocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
     KMSFS_ASSIGN_OR_RETURN(uint64_t size, content->Size());
     // The kernel sends no flag for fallocate under FUSE_HANDLE_KILLPRIV_V2, though Linux clears
     // set-id bits here too (file_modified): the caller's own capabilities decide.
-    KMSFS_RETURN_IF_ERROR(KillSuidGid(ino, inode, fuse_req_ctx(req)->pid));
+    KMSFS_RETURN_IF_ERROR(KillSuidGid(inode, fuse_req_ctx(req)->pid));
     if (end <= size) return Status::Ok();
     return content->Truncate(end);
   });
@@ -346,7 +346,7 @@ bool HasCapFsetid(pid_t pid) {
 
 }  // namespace
 
-Status Filesystem::KillSuidGid(fuse_ino_t ino, Inode* inode, pid_t unless_capable) {
+Status Filesystem::KillSuidGid(Inode* inode, pid_t unless_capable) {
   {
     // Read, then written back: under mode_mu, so a chmod or chown through this mount cannot
     // come in between (the kernel does not serialize an O_TRUNC open with them).
@@ -362,7 +362,7 @@ Status Filesystem::KillSuidGid(fuse_ino_t ino, Inode* inode, pid_t unless_capabl
     if (::chmod(proc.c_str(), kept) != 0) return SysError("chmod: clear set-id bits", errno);
   }
   // Before the caller's data lands: the kernel's cached mode must not outlive the change.
-  if (attr_changed_hook_) attr_changed_hook_(ino);
+  if (attr_changed_hook_) attr_changed_hook_(FuseIno(inode));  // a regular file: never the root
   return Status::Ok();
 }
 

@@ -328,7 +328,7 @@ void Filesystem::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
         }
         // FATTR_KILL_SUIDGID (kill_priv.h): a truncate by a caller without CAP_FSETID.
         if ((valid & FUSE_SET_ATTR_KILL_SUID) != 0 && (valid & FUSE_SET_ATTR_MODE) == 0) {
-          KMSFS_RETURN_IF_ERROR(KillSuidGid(ino, inode));
+          KMSFS_RETURN_IF_ERROR(KillSuidGid(inode));
         }
         // Times last: a truncate above sets mtime itself.
         if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {

@@ -185,9 +185,9 @@ class Filesystem {
 
   // Contents.
   Result<UniqueFd> ReopenBacking(Inode* inode, bool writable);
-  // `kill_suid_gid`: an O_TRUNC open also clears set-id bits (KillSuidGid of `ino`).
+  // `kill_suid_gid`: an O_TRUNC open also clears set-id bits (KillSuidGid).
   Result<FileHandle*> OpenHandle(fuse_req_t req, Inode* inode, int flags,
-                                 bool kill_suid_gid = false, fuse_ino_t ino = 0);
+                                 bool kill_suid_gid = false);
   // A handle of `inode` for the caller of `req`, its Grant registered for revalidation.
   // REQUIRES: the caller has just counted it in inode->open_count.
   FileHandle* NewHandle(fuse_req_t req, Inode* inode, int flags);
@@ -199,10 +199,9 @@ class Filesystem {
   Status Truncate(fuse_req_t req, Inode* inode, uint64_t size, fuse_file_info* fi);
   // Clears the set-user-id bit, and the set-group-id bit if the group may execute, as Linux
   // does when a caller without CAP_FSETID writes or truncates (kill_priv.h: the kernel leaves
-  // that to us).
-  // `ino` is the kernel's number of `inode`. With `unless_capable`, only if that process lacks
-  // CAP_FSETID (for requests on which the kernel sends no flag).
-  Status KillSuidGid(fuse_ino_t ino, Inode* inode, pid_t unless_capable = 0);
+  // that to us). With `unless_capable`, only if that process lacks CAP_FSETID (for requests on
+  // which the kernel sends no flag).
+  Status KillSuidGid(Inode* inode, pid_t unless_capable = 0);
 
   // Link tags (entry_ops.cc, format.md §6.2). OpenFileKey for an open or truncate(path) of
   // `inode`, checked against the tag of the entry it was reached through (Inode::link); ESTALE

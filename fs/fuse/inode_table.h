@@ -71,11 +71,12 @@ class Inode {
   std::optional<format::Id128> dir_id;   // guarded by mu; directories, read once
   std::optional<format::Id128> file_id;  // guarded by mu; regular files, for xattrs
   // What is known of the backing object's security.capability, which the kernel asks for
-  // before a write(2) (file_remove_privs; once per inode under FUSE_HANDLE_KILLPRIV_V2,
-  // kill_priv.h, before every write without it) and which almost no file has. Bit 0 (kNoCaps): known absent, so
-  // getxattr answers ENODATA without a syscall. The other bits count setxattr calls: a
-  // getxattr sets the bit only if no setxattr finished since it looked (xattr_ops.cc). Valid
-  // because only this mount changes the backing tree's xattrs while it is mounted.
+  // before a write(2) (file_remove_privs; once per attribute refresh under
+  // FUSE_HANDLE_KILLPRIV_V2, kill_priv.h, before every write without it) and which almost no
+  // file has. Bit 0 (kNoCaps): known absent, so getxattr answers ENODATA without a syscall. The
+  // other bits count setxattr calls: a getxattr sets the bit only if no setxattr finished since
+  // it looked (xattr_ops.cc). Valid because only this mount changes the backing tree's xattrs
+  // while it is mounted.
   static constexpr uint32_t kNoCaps = 1;
   std::atomic<uint32_t> caps_state{0};
   // Regular files in a "header-links" volume: the directory entry the inode was last looked up,

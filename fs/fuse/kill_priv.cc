@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/log/log.h"
+#include "fs/fuse/request_kind.h"
 
 namespace kmsfs::fs {
 namespace {
@@ -18,14 +19,6 @@ thread_local uint64_t t_init_unique = 0;
 // The request this thread is processing (CurrentRequestScope).
 thread_local const void* t_request = nullptr;
 thread_local size_t t_request_size = 0;
-
-// The argument struct after the header, if the request holds all of it.
-template <class Arg>
-bool ArgOf(const void* mem, size_t size, Arg* out) {
-  if (mem == nullptr || size < sizeof(fuse_in_header) + sizeof(Arg)) return false;
-  std::memcpy(out, static_cast<const char*>(mem) + sizeof(fuse_in_header), sizeof(Arg));
-  return true;
-}
 
 }  // namespace
 
@@ -78,26 +71,6 @@ CurrentRequestScope::~CurrentRequestScope() {
   t_request_size = 0;
 }
 
-bool CurrentRequestKillsSuidGid() {
-  if (t_request == nullptr || t_request_size < sizeof(fuse_in_header)) return false;
-  fuse_in_header in;
-  std::memcpy(&in, t_request, sizeof(in));
-  switch (in.opcode) {
-    case FUSE_WRITE: {
-      fuse_write_in arg;
-      return ArgOf(t_request, t_request_size, &arg) && (arg.write_flags & FUSE_WRITE_KILL_SUIDGID);
-    }
-    case FUSE_OPEN: {
-      fuse_open_in arg;
-      return ArgOf(t_request, t_request_size, &arg) && (arg.open_flags & FUSE_OPEN_KILL_SUIDGID);
-    }
-    case FUSE_CREATE: {  // O_CREAT|O_TRUNC that finds the file there after all
-      fuse_create_in arg;
-      return ArgOf(t_request, t_request_size, &arg) && (arg.open_flags & FUSE_OPEN_KILL_SUIDGID);
-    }
-    default:
-      return false;
-  }
-}
+bool CurrentRequestKillsSuidGid() { return AsksToKillSuidGid(t_request, t_request_size); }
 
 }  // namespace kmsfs::fs

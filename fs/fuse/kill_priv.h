@@ -7,9 +7,10 @@
 // refreshed (which clears the mark: at most about once per attribute timeout), and instead
 // tells the server, on the requests where Linux would clear set-id bits, to do so: a WRITE with
 // FUSE_WRITE_KILL_SUIDGID, a size-changing SETATTR with FATTR_KILL_SUIDGID and an O_TRUNC OPEN
-// (or CREATE) with FUSE_OPEN_KILL_SUIDGID, each only when the caller lacks CAP_FSETID. (The WRITE flag comes
-// on O_DIRECT writes on every mount.) libfuse 3.14 can neither negotiate the capability nor
-// pass the WRITE and OPEN flags on, so this module does both from the raw bytes:
+// (or CREATE) with FUSE_OPEN_KILL_SUIDGID, each only when the caller lacks CAP_FSETID. (The
+// WRITE flag comes on O_DIRECT writes on every mount.) libfuse 3.14 can neither negotiate the
+// capability nor pass the WRITE and OPEN flags on, so this module does both from the raw bytes
+// (the flags are read by request_kind.h's AsksToKillSuidGid):
 //  - DeviceRead/DeviceWritev are the session's custom I/O (fuse_session_custom_io): read(2) and
 //    writev(2), except that the successful reply to an INIT that offers the capability has
 //    FUSE_HANDLE_KILLPRIV_V2 added to its flags;

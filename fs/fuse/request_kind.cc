@@ -81,4 +81,26 @@ bool RunsInline(const void* mem, size_t size, bool sync_is_free) {
   }
 }
 
+bool AsksToKillSuidGid(const void* mem, size_t size) {
+  if (mem == nullptr || size < sizeof(fuse_in_header)) return false;
+  fuse_in_header in;
+  std::memcpy(&in, mem, sizeof(in));
+  switch (in.opcode) {
+    case FUSE_WRITE: {
+      fuse_write_in arg;
+      return ArgOf(mem, size, &arg) && (arg.write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
+    }
+    case FUSE_OPEN: {
+      fuse_open_in arg;
+      return ArgOf(mem, size, &arg) && (arg.open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
+    }
+    case FUSE_CREATE: {  // O_CREAT|O_TRUNC that finds the file there after all
+      fuse_create_in arg;
+      return ArgOf(mem, size, &arg) && (arg.open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
+    }
+    default:
+      return false;
+  }
+}
+
 }  // namespace kmsfs::fs

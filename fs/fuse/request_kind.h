@@ -20,4 +20,9 @@ inline constexpr size_t kInlineIoLimit = 128 * 1024;
 // symlink, unlink, rmdir, rename, link) and fsync(dir) are short too and run inline.
 bool RunsInline(const void* mem, size_t size, bool sync_is_free = false);
 
+// True if the raw request `mem` is a WRITE, OPEN or CREATE on which the kernel asks the server to
+// clear set-id bits (FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID: kill_priv.h); false for
+// anything else, including a request too short to hold the flag.
+bool AsksToKillSuidGid(const void* mem, size_t size);
+
 }  // namespace kmsfs::fs

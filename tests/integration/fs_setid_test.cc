@@ -110,7 +110,8 @@ const Op kOps[] = {
        return OpenDo(p, O_WRONLY, [](int fd) { return ::ftruncate(fd, 9000) == 0 ? 0 : errno; });
      }},
     {"fallocate", [](const std::string& p) {
-       return OpenDo(p, O_WRONLY, [](int fd) { return ::fallocate(fd, 0, 0, 20000) == 0 ? 0 : errno; });
+       return OpenDo(p, O_WRONLY,
+                     [](int fd) { return ::fallocate(fd, 0, 0, 20000) == 0 ? 0 : errno; });
      }},
 };
 
