@@ -30,10 +30,7 @@ constexpr uid_t kAlice = 1000;
 // `data`, it also writes it. Returns 0 or the errno of the first failing call.
 int OpenAs(uid_t uid, const std::string& path, int flags, const std::string& data = "") {
   const int err = InChild([&] {
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 ||
-        ::setresuid(uid, uid, uid) != 0) {
-      return 1000 + errno;
-    }
+    if (!BecomeUser(uid, uid)) return 1000 + errno;
     const int fd = ::open(path.c_str(), flags, 0666);
     if (fd < 0) return errno;
     int e = 0;

@@ -50,11 +50,7 @@ bool DropFsetid() {
 int RunAs(Actor actor, const std::function<int()>& op) {
   const int err = InChild([&] {
     if (actor == Actor::kRootWithoutFsetid && !DropFsetid()) return 1000 + errno;
-    if (actor == Actor::kUser &&
-        (::setgroups(0, nullptr) != 0 || ::setresgid(kUid, kUid, kUid) != 0 ||
-         ::setresuid(kUid, kUid, kUid) != 0)) {
-      return 1000 + errno;
-    }
+    if (actor == Actor::kUser && !BecomeUser(kUid, kUid)) return 1000 + errno;
     return op();
   });
   REQUIRE(err < 1000);  // the child could take the actor's identity

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -236,29 +237,49 @@ RunResult Run(const std::vector<std::string>& argv, const std::vector<std::strin
   return r;
 }
 
-int InChild(const std::function<int()>& fn) {
+std::string InChildOutput(const std::function<std::string()>& fn) {
   int pipefd[2];
   REQUIRE(::pipe(pipefd) == 0);
   const pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
     ::close(pipefd[0]);
-    int result = -2;  // `fn` threw: the child must not unwind into the test runner
+    std::string out;
     try {
-      result = fn();
+      out = fn();
     } catch (...) {
+      ::_exit(98);  // never unwind into the test runner
     }
-    (void)!::write(pipefd[1], &result, sizeof result);
+    (void)!::write(pipefd[1], out.data(), out.size());
     ::_exit(0);
   }
   ::close(pipefd[1]);
-  int result = -1;
-  const ssize_t n = ::read(pipefd[0], &result, sizeof result);
+  std::string out;
+  char buf[256];
+  ssize_t n;
+  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
   ::close(pipefd[0]);
   int status = 0;
   REQUIRE(::waitpid(pid, &status, 0) == pid);
-  REQUIRE(n == static_cast<ssize_t>(sizeof result));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  return out;
+}
+
+int InChild(const std::function<int()>& fn) {
+  const std::string out = InChildOutput([&] {
+    const int result = fn();
+    return std::string(reinterpret_cast<const char*>(&result), sizeof result);
+  });
+  int result = -1;
+  REQUIRE(out.size() == sizeof result);
+  std::memcpy(&result, out.data(), sizeof result);
   return result;
+}
+
+bool BecomeUser(uid_t uid, gid_t gid) {
+  return ::setgroups(0, nullptr) == 0 && ::setresgid(gid, gid, gid) == 0 &&
+         ::setresuid(uid, uid, uid) == 0;
 }
 
 std::vector<std::string> AsUser(uid_t uid, gid_t gid, std::vector<std::string> argv) {

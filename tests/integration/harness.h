@@ -48,9 +48,15 @@ RunResult Run(const std::vector<std::string>& argv, const std::vector<std::strin
               milliseconds timeout = milliseconds(30'000));
 
 // Runs `fn` in a forked child (for system calls made under another identity: the child may
-// setresuid, drop capabilities, ...) and returns the int it returned, e.g. 0 or an errno.
-// REQUIREs that the child reported back.
+// BecomeUser, drop capabilities, ...) and returns the bytes it returned. REQUIREs that the child
+// exited 0: `fn` may end it otherwise (_exit) to fail the test, and an exception it throws ends
+// the child with 98 instead of unwinding into the test runner.
+std::string InChildOutput(const std::function<std::string()>& fn);
+// The same for an int result, e.g. 0 or an errno.
 int InChild(const std::function<int()>& fn);
+
+// For a forked child: drops to uid/gid with no supplementary groups. False (errno set) if not.
+bool BecomeUser(uid_t uid, gid_t gid);
 
 // argv prefixed with setpriv so that it runs as uid/gid with no supplementary groups.
 std::vector<std::string> AsUser(uid_t uid, gid_t gid, std::vector<std::string> argv);

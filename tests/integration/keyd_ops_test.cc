@@ -110,31 +110,10 @@ void BothFail(Sandbox& box, ipc::KeydClient& client, ipc::Op op, const json& par
 // Runs `fn` in a child that dropped to uid/gid 1000 (no groups); returns the Error.Name it got
 // from keyd ("" for success). The client library as an unprivileged local user.
 std::string AsUid1000(const std::function<std::string()>& fn) {
-  int pipefd[2];
-  REQUIRE(::pipe(pipefd) == 0);
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(pipefd[0]);
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(1000, 1000, 1000) != 0 ||
-        ::setresuid(1000, 1000, 1000) != 0) {
-      ::_exit(99);
-    }
-    const std::string out = fn();
-    (void)!::write(pipefd[1], out.data(), out.size());
-    ::_exit(0);
-  }
-  ::close(pipefd[1]);
-  std::string out;
-  char buf[256];
-  ssize_t n;
-  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  ::close(pipefd[0]);
-  int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
-  return out;
+  return InChildOutput([&] {
+    if (!BecomeUser(1000, 1000)) ::_exit(99);
+    return fn();
+  });
 }
 
 std::string NameOf(const Result<json>& r) {

@@ -100,16 +100,8 @@ std::string ForwardedDecrypt(const std::string& socket, const Bytes& blob, uint3
 // The same, but from a child process that dropped to uid/gid 1000 first: its OnBehalfOf (claiming
 // root on /alice/x) must be ignored. Returns the error name ("" on success) via the exit path.
 std::string ForgedDecryptAsUser(const std::string& socket, const Bytes& blob) {
-  int fds[2];
-  REQUIRE(::pipe(fds) == 0);
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(fds[0]);
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(1000, 1000, 1000) != 0 ||
-        ::setresuid(1000, 1000, 1000) != 0) {
-      ::_exit(3);
-    }
+  const std::string out = InChildOutput([&] {
+    if (!BecomeUser(1000, 1000)) ::_exit(3);
     ipc::KeydClient client(socket);
     ipc::OnBehalfOf forged;
     forged.uid = 0;
@@ -117,20 +109,8 @@ std::string ForgedDecryptAsUser(const std::string& socket, const Bytes& blob) {
     forged.pid = 1;
     forged.path = "/alice/x";
     auto r = client.Decrypt(blob, {}, &forged);
-    const std::string name = r.ok() ? "OK" : std::string(ipc::ErrorNameOf(r.error()));
-    (void)!::write(fds[1], name.data(), name.size());
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  std::string out;
-  char buf[256];
-  ssize_t n;
-  while ((n = ::read(fds[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  ::close(fds[0]);
-  int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
+    return r.ok() ? std::string("OK") : std::string(ipc::ErrorNameOf(r.error()));
+  });
   return out == "OK" ? "" : out;
 }
 
